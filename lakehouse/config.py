@@ -1,0 +1,320 @@
+"""Configuration: `conf/base.yaml` merged with `conf/<env>.yaml`, then environment overrides.
+
+Every key is declared in the dataclasses below; an unknown key or a value of the wrong type is a
+`ConfigError` that names the key and the file it came from. Secrets never live in these files:
+they are read from the environment by the code that needs them (see `postgres_password`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+
+ENV_SELECTOR = "LAKEHOUSE_ENV"
+CONF_DIR_VAR = "LAKEHOUSE_CONF_DIR"
+POSTGRES_PASSWORD_VAR = "LAKEHOUSE_POSTGRES_PASSWORD"
+
+# Environment variable -> dotted config key. Values are parsed to the key's declared type.
+ENV_OVERRIDES: dict[str, str] = {
+    "LAKEHOUSE_WAREHOUSE": "warehouse",
+    "LAKEHOUSE_CHECKPOINTS": "checkpoints",
+    "LAKEHOUSE_STATE_DIR": "state_dir",
+    "LAKEHOUSE_SPARK_MASTER": "spark.master",
+    "LAKEHOUSE_SPARK_DRIVER_MEMORY": "spark.driver_memory",
+    "LAKEHOUSE_SPARK_UI": "spark.ui_enabled",
+    "LAKEHOUSE_KAFKA_BOOTSTRAP": "kafka.bootstrap",
+    "LAKEHOUSE_KAFKA_TOPIC": "kafka.topic",
+    "LAKEHOUSE_MONGO_URI": "mongo.uri",
+    "LAKEHOUSE_MONGO_DATABASE": "mongo.database",
+    "LAKEHOUSE_POSTGRES_DSN": "postgres.dsn",
+    "LAKEHOUSE_ES_URL": "elasticsearch.url",
+    "LAKEHOUSE_ES_INDEX": "elasticsearch.index",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded so the user knows which key or file to fix."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "lakehouse"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 8
+    ui_enabled: bool = True
+    log_level: str = "WARN"
+    # Folder holding the jars resolved by `make jars` (relative paths are from the project root).
+    jars_dir: str = "build/jars/spark"
+    # Any further Spark settings, passed through verbatim (e.g. S3A credentials providers).
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = "127.0.0.1:9092"
+    topic: str = "plans.cdc"
+
+
+@dataclass(frozen=True)
+class MongoConfig:
+    uri: str = "mongodb://127.0.0.1:27017/"
+    database: str = "healthcare"
+    collection: str = "plans"
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    # No password here: it comes from LAKEHOUSE_POSTGRES_PASSWORD when the server needs one.
+    dsn: str = "postgresql://lakehouse@127.0.0.1:5432/lakehouse"
+
+
+@dataclass(frozen=True)
+class ElasticsearchConfig:
+    url: str = "http://127.0.0.1:9200"
+    index: str = "plans"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
+
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+    elasticsearch_heap: str = "1g"
+    elasticsearch_transport_port: int = 9300
+    ferretdb_database: str = "ferretdb"
+    # Off only for throwaway test clusters: faster, and a crash may lose the data.
+    postgres_fsync: bool = True
+    startup_timeout_s: int = 180
+
+
+@dataclass(frozen=True)
+class Config:
+    environment: str = "local"
+    # Root of every Delta table: a local folder or an object-store URI (s3a://, abfss://, gs://).
+    warehouse: str = "state/warehouse"
+    # Streaming checkpoints; empty means `<warehouse>/_checkpoints`.
+    checkpoints: str = ""
+    # Data and logs of the local stack's services.
+    state_dir: str = "state"
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    mongo: MongoConfig = field(default_factory=MongoConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+
+    @property
+    def checkpoint_root(self) -> str:
+        return self.checkpoints or join_uri(self.warehouse, "_checkpoints")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join path parts onto a local folder or an object-store URI without touching the scheme."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location or location.startswith("file:")
+
+
+def postgres_password() -> str | None:
+    """The PostgreSQL password, from the environment only (None: the server trusts loopback)."""
+    return os.environ.get(POSTGRES_PASSWORD_VAR) or None
+
+
+def load_config(
+    environment: str | None = None,
+    conf_dir: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load `base.yaml` + `<environment>.yaml` from the conf folder, then apply env overrides.
+
+    The environment defaults to $LAKEHOUSE_ENV, else `local`; the folder to $LAKEHOUSE_CONF_DIR,
+    else the project's `conf/`.
+    """
+    env = os.environ if environ is None else environ
+    environment = environment or env.get(ENV_SELECTOR) or "local"
+    folder = Path(conf_dir or env.get(CONF_DIR_VAR) or DEFAULT_CONF_DIR)
+
+    base_file = folder / "base.yaml"
+    env_file = folder / f"{environment}.yaml"
+    if not env_file.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(
+            f"no configuration for environment {environment!r}: {env_file} does not exist "
+            f"(known environments: {', '.join(known) or 'none'}; set {ENV_SELECTOR})"
+        )
+
+    merged: dict[str, Any] = {}
+    for source in (base_file, env_file):
+        if source.is_file():
+            layer = _read_yaml(source)
+            _check_keys(layer, Config, prefix="", source=str(source))
+            _check_no_secrets(layer, source=str(source))
+            merged = _deep_merge(merged, layer)
+    merged["environment"] = environment
+
+    for var, dotted in ENV_OVERRIDES.items():
+        if var in env and env[var] != "":
+            _set_dotted(merged, dotted, _parse_env_value(var, dotted, env[var]))
+
+    config = _build(Config, merged, prefix="", source=f"{base_file.name} + {env_file.name}")
+    return _resolve_local_paths(config)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_keys(data: Mapping[str, Any], cls: type, prefix: str, source: str) -> None:
+    types_by_name = _field_types(cls)
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in types_by_name:
+            allowed = ", ".join(sorted(types_by_name))
+            raise ConfigError(f"{source}: unknown key {dotted!r} (allowed here: {allowed})")
+        expected = types_by_name[key]
+        if dataclasses.is_dataclass(expected) and isinstance(value, Mapping):
+            _check_keys(value, expected, prefix=f"{dotted}.", source=source)
+
+
+def _parse_env_value(var: str, dotted: str, raw: str) -> Any:
+    expected = _type_at(dotted)
+    if expected is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{var}={raw!r}: {dotted} must be a boolean (true/false)")
+    if expected is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: {dotted} must be an integer") from None
+    return raw
+
+
+def _type_at(dotted: str) -> Any:
+    cls: Any = Config
+    for part in dotted.split("."):
+        cls = _field_types(cls)[part]
+    return cls
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    for name, expected in _field_types(cls).items():
+        if name not in data:
+            continue
+        dotted = f"{prefix}{name}"
+        value = data[name]
+        if dataclasses.is_dataclass(expected):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {dotted} must be a mapping, got {value!r}")
+            kwargs[name] = _build(expected, value, prefix=f"{dotted}.", source=source)
+        else:
+            kwargs[name] = _checked(value, expected, dotted, source)
+    return cls(**kwargs)
+
+
+def _checked(value: Any, expected: Any, dotted: str, source: str) -> Any:
+    origin = typing.get_origin(expected)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {dotted} must be a mapping, got {value!r}")
+        # Spark settings are strings on the wire; accept YAML numbers/booleans and stringify.
+        return {str(k): _scalar_to_str(v, f"{dotted}.{k}", source) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"internal: union type for {dotted} is not supported")
+    # bool is a subclass of int: reject `shuffle_partitions: true` explicitly.
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{source}: {dotted} must be an integer, got {value!r}")
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {dotted} must be true or false, got {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise ConfigError(f"{source}: {dotted} must be a string, got {value!r}")
+    return value
+
+
+def _scalar_to_str(value: Any, dotted: str, source: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ConfigError(f"{source}: {dotted} must be a scalar, got {value!r}")
+
+
+def _check_no_secrets(layer: Mapping[str, Any], source: str) -> None:
+    """Conf files are committed: a URL with a password in one is refused."""
+    for section, key, fix in (
+        ("postgres", "dsn", f"set {POSTGRES_PASSWORD_VAR} instead"),
+        ("mongo", "uri", "pass the whole URI in LAKEHOUSE_MONGO_URI instead"),
+    ):
+        value = (layer.get(section) or {}).get(key)
+        if isinstance(value, str) and urlsplit(value).password:
+            raise ConfigError(f"{source}: {section}.{key} must not contain a password; {fix}")
+
+
+def _resolve_local_paths(config: Config) -> Config:
+    """Make relative local paths absolute from the project root; leave URIs untouched."""
+
+    def resolve(location: str) -> str:
+        if not location or is_uri(location) or Path(location).is_absolute():
+            return location
+        return str(PROJECT_ROOT / location)
+
+    return dataclasses.replace(
+        config,
+        warehouse=resolve(config.warehouse),
+        checkpoints=resolve(config.checkpoints),
+        state_dir=resolve(config.state_dir),
+        spark=dataclasses.replace(config.spark, jars_dir=resolve(config.spark.jars_dir)),
+    )

@@ -1,0 +1,168 @@
+"""`lakehouse stack up | down | status`: start services in parallel, wait on real probes, stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from lakehouse.config import Config
+from lakehouse.stack.process import (
+    StackError,
+    log_tail,
+    port_in_use,
+    process_alive,
+    read_pid,
+    start_detached,
+    stop_process,
+)
+from lakehouse.stack.services import Service, all_services
+
+Reporter = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    port: int
+    pid: int | None
+    health: str  # "healthy", "stopped", or "unhealthy: <reason>"
+    log: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.health == "healthy"
+
+
+def running_pid(service: Service) -> int | None:
+    pid = read_pid(service.paths)
+    return pid if pid is not None and process_alive(pid, service.marker) else None
+
+
+def service_status(service: Service) -> ServiceStatus:
+    pid = running_pid(service)
+    if pid is None:
+        health = "stopped"
+    else:
+        try:
+            service.probe()
+            health = "healthy"
+        except Exception as exc:  # any probe failure is reported, not raised
+            health = f"unhealthy: {_one_line(exc)}"
+    return ServiceStatus(service.name, service.port, pid, health, str(service.paths.log))
+
+
+def status(config: Config) -> list[ServiceStatus]:
+    return [service_status(s) for s in all_services(config)]
+
+
+def format_status(rows: list[ServiceStatus]) -> str:
+    header = ("SERVICE", "PORT", "PID", "HEALTH", "LOG")
+    table = [header] + [(r.name, str(r.port), str(r.pid or "-"), r.health, r.log) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in table
+    )
+
+
+def start_service(service: Service, timeout_s: float, report: Reporter) -> str:
+    """Start one service (or adopt it if already running) and wait until its probe passes."""
+    pid = running_pid(service)
+    if pid is not None:
+        _wait_ready(service, pid, timeout_s)
+        report(f"{service.name}: already running (pid {pid}, port {service.port})")
+        return "already running"
+
+    missing = service.missing_prerequisites()
+    if missing:
+        raise StackError(f"{service.name}: missing prerequisites: " + "; ".join(missing))
+    if port_in_use(service.port):
+        hint = f" or set {service.port_setting} to a free port" if service.port_setting else ""
+        raise StackError(
+            f"{service.name}: port {service.port} on 127.0.0.1 is already in use by another "
+            f"process (find it with `ss -ltnp 'sport = :{service.port}'`); stop it{hint}"
+        )
+    service.prepare()
+    started = time.monotonic()
+    pid = start_detached(service.command(), service.paths, env=service.env(), user=service.run_as())
+    report(f"{service.name}: started pid {pid}, waiting for readiness on port {service.port}")
+    _wait_ready(service, pid, timeout_s)
+    service.after_ready()
+    report(f"{service.name}: ready in {time.monotonic() - started:.1f}s")
+    return "started"
+
+
+def _wait_ready(service: Service, pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_error = "no answer yet"
+    while time.monotonic() < deadline:
+        if not process_alive(pid, service.marker):
+            raise StackError(
+                f"{service.name}: process {pid} exited during start-up; "
+                f"see {service.paths.log}. Last lines:\n{log_tail(service.paths)}"
+            )
+        try:
+            service.probe()
+            return
+        except Exception as exc:  # not ready yet: keep polling until the deadline
+            last_error = _one_line(exc)
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.name}: not ready after {timeout_s:.0f}s (last probe: {last_error}); "
+        f"see {service.paths.log}. Last lines:\n{log_tail(service.paths)}"
+    )
+
+
+def up(config: Config, report: Reporter = print) -> list[ServiceStatus]:
+    """Start every service in parallel (respecting dependencies); idempotent.
+
+    Raises StackError listing every service that failed; services that did start keep running
+    so their state can be inspected (`lakehouse stack down` stops them).
+    """
+    services = {s.name: s for s in all_services(config)}
+    timeout = float(config.stack.startup_timeout_s)
+    futures: dict[str, Future[str]] = {}
+    lock = threading.Lock()
+
+    def locked_report(message: str) -> None:
+        with lock:
+            report(message)
+
+    def run(service: Service) -> str:
+        for dependency in service.depends_on:
+            try:
+                futures[dependency].result()
+            except Exception as exc:
+                raise StackError(
+                    f"{service.name}: not started because {dependency} failed"
+                ) from exc
+        return start_service(service, timeout, locked_report)
+
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        # Dependencies are listed first in SERVICE_TYPES, so their futures exist before use.
+        for name, service in services.items():
+            futures[name] = pool.submit(run, service)
+        errors = [str(exc) for f in futures.values() if (exc := f.exception()) is not None]
+    if errors:
+        raise StackError("stack up failed:\n- " + "\n- ".join(errors))
+    return status(config)
+
+
+def down(config: Config, report: Reporter = print) -> None:
+    """Stop every service (dependents first), leaving data and logs in place."""
+    services = all_services(config)
+    dependents_first = sorted(services, key=lambda s: len(s.depends_on), reverse=True)
+    for service in dependents_first:
+        pid = read_pid(service.paths)
+        if pid is not None and stop_process(pid, service.marker, service.stop_signal):
+            report(f"{service.name}: stopped (pid {pid})")
+        else:
+            report(f"{service.name}: not running")
+        service.paths.pid.unlink(missing_ok=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
