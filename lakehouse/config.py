@@ -156,7 +156,7 @@ def load_config(
 
     base_file = folder / "base.yaml"
     env_file = folder / f"{environment}.yaml"
-    if not env_file.is_file():
+    if environment == "base" or not env_file.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base")
         raise ConfigError(
             f"no configuration for environment {environment!r}: {env_file} does not exist "
@@ -205,6 +205,10 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(
+                f"cannot apply the override for {dotted}: {part} must be a mapping, got {node!r}"
+            )
     node[leaf] = value
 
 
@@ -298,7 +302,10 @@ def _check_no_secrets(layer: Mapping[str, Any], source: str) -> None:
         ("postgres", "dsn", f"set {POSTGRES_PASSWORD_VAR} instead"),
         ("mongo", "uri", "pass the whole URI in LAKEHOUSE_MONGO_URI instead"),
     ):
-        value = (layer.get(section) or {}).get(key)
+        block = layer.get(section)
+        if not isinstance(block, Mapping):
+            continue  # not a mapping: _build reports it with the key name
+        value = block.get(key)
         if isinstance(value, str) and urlsplit(value).password:
             raise ConfigError(f"{source}: {section}.{key} must not contain a password; {fix}")
 

@@ -31,7 +31,7 @@ class SparkSetupError(RuntimeError):
 
 def connector_jars(jars_dir: str | Path) -> list[str]:
     """Absolute paths of the resolved connector jars, checked for completeness."""
-    folder = Path(jars_dir)
+    folder = Path(jars_dir).absolute()
     jars = sorted(str(p) for p in folder.glob("*.jar")) if folder.is_dir() else []
     names = [Path(j).name for j in jars]
     missing = [p for p in REQUIRED_JAR_PREFIXES if not any(n.startswith(p) for n in names)]
@@ -54,10 +54,12 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        # Delta rebuilds snapshots with 50 partitions by default: size them like the shuffles.
+        "spark.databricks.delta.snapshotPartitions": str(spark.shuffle_partitions),
         "spark.ui.enabled": "true" if spark.ui_enabled else "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.warehouse.dir": config.warehouse,
-        # Delta MERGE with schema evolution and CDF are used by later stages; enable them once.
+        # Schemas are declared, never evolved implicitly; new tables get Change Data Feed.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         "spark.sql.streaming.checkpointLocation": config.checkpoint_root,
@@ -73,9 +75,36 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
 
     Local mode by default; any master (standalone, k8s, yarn) through `spark.master`.
     """
+    if config.spark.master.startswith("local"):
+        # The driver, its block manager and the UI listen on loopback only in local mode.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder
     for key, value in spark_conf(config, app_name).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(config.spark.log_level)
     return session
+
+
+def submit_args(config: Config) -> list[str]:
+    """spark-submit arguments carrying the same settings as `build_spark` (one per line)."""
+    settings = spark_conf(config)
+    args = ["--master", settings.pop("spark.master")]
+    for key, value in settings.items():
+        args += ["--conf", f"{key}={value}"]
+    return args
+
+
+if __name__ == "__main__":
+    import sys
+
+    from lakehouse.config import ConfigError, load_config
+
+    if sys.argv[1:] != ["--submit-args"]:
+        print("usage: python -m lakehouse.spark --submit-args", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print("\n".join(submit_args(load_config())))
+    except (ConfigError, SparkSetupError) as exc:
+        print(f"lakehouse.spark: {exc}", file=sys.stderr)
+        sys.exit(2)

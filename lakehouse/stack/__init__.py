@@ -1,4 +1,4 @@
-"""The local stack: Kafka, PostgreSQL, FerretDB and Elasticsearch as plain processes on 127.0.0.1."""
+"""The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch as plain processes on 127.0.0.1."""
 
 from lakehouse.stack.manager import ServiceStatus, down, format_status, status, up
 from lakehouse.stack.process import StackError

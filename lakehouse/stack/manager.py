@@ -71,7 +71,7 @@ def start_service(service: Service, timeout_s: float, report: Reporter) -> str:
     """Start one service (or adopt it if already running) and wait until its probe passes."""
     pid = running_pid(service)
     if pid is not None:
-        _wait_ready(service, pid, timeout_s)
+        _wait_ready(service, pid, timeout_s, exit_code=lambda: None)
         report(f"{service.name}: already running (pid {pid}, port {service.port})")
         return "already running"
 
@@ -86,21 +86,34 @@ def start_service(service: Service, timeout_s: float, report: Reporter) -> str:
         )
     service.prepare()
     started = time.monotonic()
-    pid = start_detached(service.command(), service.paths, env=service.env(), user=service.run_as())
+    proc = start_detached(
+        service.command(), service.paths, env=service.env(), user=service.run_as()
+    )
+    pid = proc.pid
     report(f"{service.name}: started pid {pid}, waiting for readiness on port {service.port}")
-    _wait_ready(service, pid, timeout_s)
+    _wait_ready(service, pid, timeout_s, exit_code=proc.poll)
     service.after_ready()
     report(f"{service.name}: ready in {time.monotonic() - started:.1f}s")
     return "started"
 
 
-def _wait_ready(service: Service, pid: int, timeout_s: float) -> None:
+def _wait_ready(
+    service: Service, pid: int, timeout_s: float, exit_code: Callable[[], int | None]
+) -> None:
+    """Poll the probe until it passes; fail early if the process exits.
+
+    `exit_code` is the child's own status when this process started it (definitive), and
+    always None for an adopted process, which is then watched through /proc.
+    """
     deadline = time.monotonic() + timeout_s
     last_error = "no answer yet"
     while time.monotonic() < deadline:
-        if not process_alive(pid, service.marker):
+        alive = process_alive(pid, service.marker)
+        code = exit_code()  # after the /proc check, so a process that just died has its status
+        if code is not None or not alive:
+            status = f" with status {code}" if code is not None else ""
             raise StackError(
-                f"{service.name}: process {pid} exited during start-up; "
+                f"{service.name}: process {pid} exited during start-up{status}; "
                 f"see {service.paths.log}. Last lines:\n{log_tail(service.paths)}"
             )
         try:

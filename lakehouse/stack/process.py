@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -54,13 +55,24 @@ def read_pid(paths: ServicePaths) -> int | None:
 
 
 def process_alive(pid: int, marker: str) -> bool:
-    """Alive and still ours: the command line must contain `marker` (guards against pid reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    state = _proc_state(pid)
-    return state not in {"Z", "X", None} and marker in cmdline
+    """Alive and still ours: the command line must contain `marker` (guards against pid reuse).
+
+    /proc/<pid>/cmdline reads empty or stale while a process is exec'ing (a JVM launcher may
+    re-exec itself), so a live process whose command line does not match is re-read briefly
+    before it is declared someone else's.
+    """
+    for attempt in range(5):
+        state = _proc_state(pid)
+        if state in {"Z", "X", None}:
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return False
+        if marker in cmdline:
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
 
 
 def _proc_state(pid: int) -> str | None:
@@ -78,7 +90,7 @@ def start_detached(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     user: str | None = None,
-) -> int:
+) -> subprocess.Popen[bytes]:
     """Start `argv` in its own session, output appended to the service log; record its pid."""
     paths.root.mkdir(parents=True, exist_ok=True)
     with open(paths.log, "ab") as log:
@@ -97,13 +109,13 @@ def start_detached(
             start_new_session=True,
         )
     paths.pid.write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def stop_process(
     pid: int, marker: str, stop_signal: int = signal.SIGTERM, grace_s: float = 45.0
 ) -> bool:
-    """Ask the process group to stop, escalate to SIGKILL after `grace_s`. True if it was running."""
+    """Ask the process group to stop; SIGKILL after `grace_s`. True if it was running."""
     if not process_alive(pid, marker):
         return False
     _signal_group(pid, stop_signal)
@@ -133,10 +145,8 @@ def _signal_group(pid: int, sig: int) -> None:
 
 def _reap(pid: int) -> None:
     # When this very process started the service it is our child: collect it, no zombie left.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def log_tail(paths: ServicePaths, lines: int = 15) -> str:

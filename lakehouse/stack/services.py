@@ -370,8 +370,17 @@ class ElasticsearchService(Service):
     def marker(self) -> str:
         return f"-basePath {self.paths.root / 'base'}"
 
+    # The cluster runner gives node 1 the port base+1 and refuses any HTTP port above 9299.
+    PORT_RANGE: ClassVar[range] = range(9201, 9300)
+
     def missing_prerequisites(self) -> list[str]:
-        return _java_prerequisites("elasticsearch")
+        problems = _java_prerequisites("elasticsearch")
+        if self.port not in self.PORT_RANGE:
+            problems.append(
+                f"an HTTP port in 9201-9299 (the local Elasticsearch runner's limit); "
+                f"LAKEHOUSE_ES_URL asks for {self.port}"
+            )
+        return problems
 
     def prepare(self) -> None:
         conf = self.paths.root / "conf"

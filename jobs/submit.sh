@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run a job with spark-submit and the project's Spark settings (jars, Delta, master, memory).
+#   jobs/submit.sh jobs/smoke.py [job args...]
+# The settings come from conf/ (LAKEHOUSE_ENV, LAKEHOUSE_SPARK_MASTER, ... apply), so spark-submit
+# starts its JVM with every connector jar on the driver's classpath.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${LAKEHOUSE_VENV:-$here/.venv}"
+if [ $# -lt 1 ]; then
+  echo "usage: jobs/submit.sh JOB.py [job args...]" >&2
+  exit 2
+fi
+mapfile -t submit_args < <("$venv/bin/python" -m lakehouse.spark --submit-args)
+if [ "${submit_args[1]}" != "${submit_args[1]#local}" ]; then
+  # local master: driver, block manager and UI listen on loopback only
+  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
+fi
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$venv/bin/python}"
+exec "$venv/bin/spark-submit" "${submit_args[@]}" "$@"

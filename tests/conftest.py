@@ -1,0 +1,55 @@
+"""Shared fixtures: one test config, one local stack and one SparkSession per test run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LAKEHOUSE_ENV", "test")
+
+from lakehouse import stack
+from lakehouse.config import Config, load_config
+
+
+@pytest.fixture(scope="session")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    """The `test` environment with a fresh warehouse folder for this run."""
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    return dataclasses.replace(load_config("test"), warehouse=str(warehouse))
+
+
+@pytest.fixture(scope="session")
+def local_stack(config: Config) -> Iterator[list[stack.ServiceStatus]]:
+    """Reuse a running local stack, else start one and stop it when the run ends."""
+    rows = stack.status(config)
+    started_here = not all(r.healthy for r in rows)
+    if started_here:
+        rows = stack.up(config)
+    try:
+        yield rows
+    finally:
+        if started_here:
+            stack.down(config)
+
+
+@pytest.fixture(scope="session")
+def spark(config: Config):
+    from lakehouse.spark import build_spark
+
+    session = build_spark(config, app_name="lakehouse-tests")
+    try:
+        yield session
+    finally:
+        session.stop()
+
+
+@pytest.fixture
+def output_dir(request: pytest.FixtureRequest) -> Path:
+    """A per-test folder under test-output/ for artefacts people look at (reports, plots)."""
+    folder = Path(__file__).resolve().parents[1] / "test-output" / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -1,0 +1,106 @@
+"""Unit tests for lakehouse.cli error handling and `lakehouse config` (no services, no Spark)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lakehouse.cli import main
+from lakehouse.config import load_config
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads os.environ: drop every LAKEHOUSE_* variable (conftest sets LAKEHOUSE_ENV)."""
+    for var in list(os.environ):
+        if var.startswith("LAKEHOUSE_"):
+            monkeypatch.delenv(var)
+
+
+def test_unknown_environment_returns_2_and_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--env", "nope", "config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("lakehouse: configuration error: no configuration for environment 'nope'")
+    assert "known environments: local, prod, test" in err
+
+
+def test_unknown_environment_from_lakehouse_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_ENV", "staging")
+    assert main(["config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "environment 'staging'" in err
+
+
+def test_bad_env_override_returns_2_and_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_SPARK_UI", "maybe")
+    assert main(["--env", "test", "config"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        "lakehouse: configuration error: "
+        "LAKEHOUSE_SPARK_UI='maybe': spark.ui_enabled must be a boolean (true/false)\n"
+    )
+
+
+def test_bad_conf_file_returns_2_and_names_key_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "base.yaml").write_text("")
+    (tmp_path / "dev.yaml").write_text("spark:\n  mastr: local[2]\n")
+    monkeypatch.setenv("LAKEHOUSE_CONF_DIR", str(tmp_path))
+    assert main(["--env", "dev", "config"]) == 2
+    _, err = capsys.readouterr()
+    assert "unknown key 'spark.mastr'" in err
+    assert str(tmp_path / "dev.yaml") in err
+
+
+def test_scalar_postgres_section_returns_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dev.yaml").write_text("postgres: oops\n")
+    monkeypatch.setenv("LAKEHOUSE_CONF_DIR", str(tmp_path))
+    assert main(["--env", "dev", "config"]) == 2
+    assert "postgres" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("environment", ["local", "test", "prod"])
+def test_config_prints_effective_configuration_as_yaml(
+    environment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--env", environment, "config"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    printed = yaml.safe_load(out)
+    assert isinstance(printed, dict)
+    assert printed["kafka"]["topic"] == "plans.cdc"
+    assert printed == dataclasses.asdict(load_config(environment, environ={}))
+
+
+def test_config_defaults_to_local_and_shows_env_overrides(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_TOPIC", "plans.cdc.v2")
+    assert main(["config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = dataclasses.asdict(load_config("local", environ={}))
+    expected["kafka"]["topic"] = "plans.cdc.v2"
+    assert printed == expected
+
+
+@pytest.mark.parametrize("argv", [["frobnicate"], [], ["--env", "test"], ["stack", "restart"]])
+def test_bad_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main(argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lakehouse")
