@@ -23,14 +23,14 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 @pytest.fixture(scope="session")
-def local_stack(config: Config) -> Iterator[list[stack.ServiceStatus]]:
-    """Reuse a running local stack, else start one and stop it when the run ends."""
-    rows = stack.status(config)
-    started_here = not all(r.healthy for r in rows)
+def local_stack(config: Config) -> Iterator[bool]:
+    """Reuse the services when they all answer (whoever started them), else start the stack here
+    and stop it when the run ends. Yields whether this run started it."""
+    started_here = not stack.all_reachable(config)
     if started_here:
-        rows = stack.up(config)
+        stack.up(config)
     try:
-        yield rows
+        yield started_here
     finally:
         if started_here:
             stack.down(config)

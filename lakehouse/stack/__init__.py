@@ -1,6 +1,21 @@
 """The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch as plain processes on 127.0.0.1."""
 
-from lakehouse.stack.manager import ServiceStatus, down, format_status, status, up
+from lakehouse.stack.manager import (
+    ServiceStatus,
+    all_reachable,
+    down,
+    format_status,
+    status,
+    up,
+)
 from lakehouse.stack.process import StackError
 
-__all__ = ["ServiceStatus", "StackError", "down", "format_status", "status", "up"]
+__all__ = [
+    "ServiceStatus",
+    "StackError",
+    "all_reachable",
+    "down",
+    "format_status",
+    "status",
+    "up",
+]

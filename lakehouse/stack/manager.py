@@ -54,6 +54,16 @@ def service_status(service: Service) -> ServiceStatus:
     return ServiceStatus(service.name, service.port, pid, health, str(service.paths.log))
 
 
+def all_reachable(config: Config) -> bool:
+    """True when every configured service answers its probe, whoever started it."""
+    for service in all_services(config):
+        try:
+            service.probe()
+        except Exception:  # unreachable or not ready: the caller decides whether to start it
+            return False
+    return True
+
+
 def status(config: Config) -> list[ServiceStatus]:
     return [service_status(s) for s in all_services(config)]
 
