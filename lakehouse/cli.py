@@ -16,6 +16,8 @@ def _stack(args: argparse.Namespace) -> int:
     from lakehouse import stack
 
     config = load_config(args.env)
+    if args.action == "logs":
+        return _stack_logs(config, args.service, args.lines)
     if args.action == "up":
         rows = stack.up(config)
         print(stack.format_status(rows))
@@ -26,6 +28,22 @@ def _stack(args: argparse.Namespace) -> int:
     rows = stack.status(config)
     print(stack.format_status(rows))
     return 0 if all(r.healthy for r in rows) else 3
+
+
+def _stack_logs(config, service: str | None, lines: int) -> int:
+    from lakehouse.stack.process import log_tail
+    from lakehouse.stack.services import all_services
+
+    services = {s.name: s for s in all_services(config)}
+    if service not in services:
+        print(
+            f"lakehouse: `stack logs` needs a service name: {', '.join(services)}",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"==> {services[service].paths.log} <==")
+    print(log_tail(services[service].paths, lines))
+    return 0
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -52,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_stack = sub.add_parser("stack", help="start, stop or inspect the local service stack")
-    p_stack.add_argument("action", choices=["up", "down", "status"])
+    p_stack.add_argument("action", choices=["up", "down", "status", "logs"])
+    p_stack.add_argument("service", nargs="?", help="with `logs`: the service whose log to show")
+    p_stack.add_argument("-n", "--lines", type=int, default=40, help="with `logs`: lines to show")
     p_stack.set_defaults(func=_stack)
 
     p_config = sub.add_parser("config", help="print the effective configuration")

@@ -28,7 +28,11 @@ def local_stack(config: Config) -> Iterator[bool]:
     and stop it when the run ends. Yields whether this run started it."""
     started_here = not stack.all_reachable(config)
     if started_here:
-        stack.up(config)
+        try:
+            stack.up(config)
+        except stack.StackError:
+            stack.down(config)  # leave no half-started stack behind a failed run
+            raise
     try:
         yield started_here
     finally:

@@ -138,7 +138,7 @@ def test_elasticsearch_port_outside_runner_range_is_refused(isolated: Config):
     )
     with pytest.raises(StackError) as err:
         manager.start_service(services.ElasticsearchService(cfg), timeout_s=5, report=print)
-    assert "9201-9299" in str(err.value)
+    assert "an HTTP port of at most 9299" in str(err.value)
     assert "LAKEHOUSE_ES_URL asks for 19200" in str(err.value)
 
 

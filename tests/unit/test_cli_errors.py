@@ -104,3 +104,22 @@ def test_bad_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture
     assert excinfo.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: lakehouse")
+
+
+def test_stack_logs_without_a_service_lists_the_services(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["stack", "logs"]) == 2
+    assert capsys.readouterr().err == (
+        "lakehouse: `stack logs` needs a service name: postgres, kafka, ferretdb, elasticsearch\n"
+    )
+
+
+def test_stack_logs_prints_the_tail_of_the_service_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_STATE_DIR", str(tmp_path))
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "kafka.log").write_text("one\ntwo\nthree\n")
+    assert main(["stack", "logs", "kafka", "-n", "2"]) == 0
+    assert capsys.readouterr().out == f"==> {tmp_path}/kafka/kafka.log <==\n    two\n    three\n"
