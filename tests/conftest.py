@@ -22,15 +22,21 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return dataclasses.replace(load_config("test"), warehouse=str(warehouse))
 
 
+_stack_failure: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def local_stack(config: Config) -> Iterator[bool]:
     """Reuse the services when they all answer (whoever started them), else start the stack here
     and stop it when the run ends. Yields whether this run started it."""
+    if _stack_failure:  # pytest retries a failed session fixture per test: fail fast instead
+        pytest.fail(f"the local stack did not start (see the first error): {_stack_failure[0]}")
     started_here = not stack.all_reachable(config)
     if started_here:
         try:
             stack.up(config)
-        except stack.StackError:
+        except stack.StackError as exc:
+            _stack_failure.append(str(exc).splitlines()[1] if "\n" in str(exc) else str(exc))
             stack.down(config)  # leave no half-started stack behind a failed run
             raise
     try:

@@ -275,7 +275,8 @@ class KafkaService(Service):
         assert java is not None
         result = subprocess.run(
             [java, "-cp", self._classpath(), "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", cluster_id, "-c", str(self.properties_file), "--ignore-formatted"],
+             # `=` form: a random id may start with "-", which argparse would take for an option
+             f"--cluster-id={cluster_id}", "-c", str(self.properties_file), "--ignore-formatted"],
             capture_output=True, text=True,
         )  # fmt: skip
         if result.returncode != 0:
