@@ -53,7 +53,8 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	LAKEHOUSE_ENV=test $(BIN)/pytest
+	# the outer timeout turns a hang at interpreter exit (a stray non-daemon thread) into a failure
+	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 2400 $(BIN)/pytest
 
 lint: python
 	$(BIN)/ruff check .

@@ -12,6 +12,7 @@ import sys
 
 from lakehouse.config import ConfigError, load_config
 from lakehouse.smoke import run_smoke
+from lakehouse.spark import build_spark, stop_spark
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smoke: configuration error: {exc}", file=sys.stderr)
         return 2
-    results = run_smoke(config)
+    spark = build_spark(config, app_name="lakehouse-smoke")
+    try:
+        results = run_smoke(spark, config)
+    finally:
+        stop_spark(spark)
+    print(f"smoke: {sum(r.ok for r in results)}/{len(results)} round trips ok")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -54,11 +54,16 @@ def _config(args: argparse.Namespace) -> int:
 
 def _smoke(args: argparse.Namespace) -> int:
     from lakehouse.smoke import run_smoke
+    from lakehouse.spark import build_spark, stop_spark
 
-    results = run_smoke(load_config(args.env))
-    width = max(len(r.name) for r in results)
-    for r in results:
-        print(f"{r.name.ljust(width)}  {'ok' if r.ok else 'FAILED'}  {r.detail}")
+    config = load_config(args.env)
+    spark = build_spark(config, app_name="lakehouse-smoke")
+    try:
+        results = run_smoke(spark, config)
+    finally:
+        stop_spark(spark)
+    passed = sum(r.ok for r in results)
+    print(f"smoke: {passed}/{len(results)} round trips ok")
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -74,6 +74,24 @@ def delta_roundtrip(spark: SparkSession, location: str) -> list[tuple[int, str, 
     return [(r.id, r.name, r.amount) for r in rows]
 
 
+def deequ_verification(spark: SparkSession, frame: DataFrame) -> dict[str, str]:
+    """Run a PyDeequ check suite on `frame` (id, name, amount); constraint -> Success/Failure."""
+    from pydeequ.checks import Check, CheckLevel
+    from pydeequ.verification import VerificationResult, VerificationSuite
+
+    check = (
+        Check(spark, CheckLevel.Error, "smoke")
+        .hasSize(lambda n: n == len(SMOKE_ROWS))
+        .isComplete("id")
+        .isUnique("id")
+        .isNonNegative("amount")
+        .isContainedIn("name", [name for _, name, _ in SMOKE_ROWS])
+    )
+    result = VerificationSuite(spark).onData(frame).addCheck(check).run()
+    rows = VerificationResult.checkResultsAsDataFrame(spark, result).collect()
+    return {r.constraint: r.constraint_status for r in rows}
+
+
 def kafka_roundtrip(
     spark: SparkSession, config: Config, topic: str = SMOKE_TOPIC
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -198,11 +216,10 @@ def postgres_roundtrip(
         conn.close()
 
 
-def run_smoke(config: Config, report: Callable[[str], None] = print) -> list[SmokeResult]:
+def run_smoke(
+    spark: SparkSession, config: Config, report: Callable[[str], None] = print
+) -> list[SmokeResult]:
     """Run every round trip against the configured services; one result per service."""
-    from lakehouse.spark import build_spark
-
-    spark = build_spark(config, app_name="lakehouse-smoke")
     expected_kafka = sorted((str(i), n) for i, n, _ in SMOKE_ROWS)
 
     def check_kafka() -> tuple[bool, str]:
@@ -211,12 +228,18 @@ def run_smoke(config: Config, report: Callable[[str], None] = print) -> list[Smo
         ok = consumed == read and keys_names == expected_kafka
         return ok, f"{len(read)} messages via kafka-python and Spark's Kafka source"
 
+    def check_deequ() -> tuple[bool, str]:
+        statuses = deequ_verification(spark, smoke_frame(spark))
+        passed = [c for c, status in statuses.items() if status == "Success"]
+        return len(passed) == len(statuses) == 5, f"{len(passed)}/{len(statuses)} constraints pass"
+
     checks: dict[str, Callable[[], tuple[bool, str]]] = {
         "delta": lambda: _compare(
             delta_roundtrip(spark, join_uri(config.warehouse, "smoke", "delta_roundtrip")),
             DELTA_EXPECTED,
             "Delta write + MERGE + read",
         ),
+        "deequ": check_deequ,
         "kafka": check_kafka,
         "mongo": lambda: _compare(
             mongo_roundtrip(spark, config), SMOKE_ROWS, "pymongo insert, Spark Mongo read"

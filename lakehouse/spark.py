@@ -86,6 +86,18 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
     return session
 
 
+def stop_spark(session: SparkSession) -> None:
+    """Stop the session and py4j's callback server.
+
+    PyDeequ's lambda assertions start the callback server, whose non-daemon thread would keep the
+    Python process alive after `session.stop()`.
+    """
+    gateway = session.sparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown_callback_server()
+    session.stop()
+
+
 def submit_args(config: Config) -> list[str]:
     """spark-submit arguments carrying the same settings as `build_spark` (one per line)."""
     settings = spark_conf(config)

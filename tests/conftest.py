@@ -48,13 +48,13 @@ def local_stack(config: Config) -> Iterator[bool]:
 
 @pytest.fixture(scope="session")
 def spark(config: Config):
-    from lakehouse.spark import build_spark
+    from lakehouse.spark import build_spark, stop_spark
 
     session = build_spark(config, app_name="lakehouse-tests")
     try:
         yield session
     finally:
-        session.stop()
+        stop_spark(session)
 
 
 @pytest.fixture

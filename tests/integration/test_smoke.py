@@ -40,6 +40,19 @@ def test_delta_write_merge_read(spark, config):
     assert [r.operation for r in history] == ["MERGE", "WRITE", "MERGE", "WRITE"]
 
 
+def test_pydeequ_suite_passes_on_good_rows_and_fails_on_bad(spark):
+    good = smoke.deequ_verification(spark, smoke.smoke_frame(spark))
+    assert sorted(good.values()) == ["Success"] * 5
+    bad_rows = [(1, "alpha", 10.0), (1, "beta", -5.0), (3, "zeta", 30.0)]
+    bad = smoke.deequ_verification(spark, spark.createDataFrame(bad_rows, smoke.SMOKE_SCHEMA))
+    failed = sorted(c.split("(")[0] for c, status in bad.items() if status == "Failure")
+    assert failed == [
+        "ComplianceConstraint",  # amount >= 0 is violated by -5.0
+        "ComplianceConstraint",  # name outside the allowed set ("zeta")
+        "UniquenessConstraint",  # id 1 twice
+    ]
+
+
 def test_kafka_python_and_spark_read_the_same_messages(spark, config, local_stack):
     consumed, read_by_spark = smoke.kafka_roundtrip(spark, config, topic="lakehouse.test.smoke")
     assert consumed == read_by_spark
@@ -63,9 +76,10 @@ def test_jdbc_write_psycopg2_read(spark, config, local_stack):
 
 
 def test_run_smoke_reports_every_service(config, local_stack, spark):
-    results = smoke.run_smoke(config, report=lambda _: None)
+    results = smoke.run_smoke(spark, config, report=lambda _: None)
     assert [(r.name, r.ok) for r in results] == [
         ("delta", True),
+        ("deequ", True),
         ("kafka", True),
         ("mongo", True),
         ("elasticsearch", True),

@@ -33,6 +33,7 @@ def test_spark_submit_runs_the_smoke_job(local_stack, tmp_path):
     ]
     assert verdicts == [
         "smoke delta: ok",
+        "smoke deequ: ok",
         "smoke kafka: ok",
         "smoke mongo: ok",
         "smoke elasticsearch: ok",
