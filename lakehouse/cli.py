@@ -67,6 +67,72 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from lakehouse.plans.simulate import simulate, terminal_progress
+    from lakehouse.plans.store import PlanStore
+
+    # batch mode: events confirmed every 500 writes instead of one round trip each
+    with PlanStore.open(load_config(args.env), batch_size=500) as store:
+        summary = simulate(
+            store,
+            plans=args.plans,
+            changes=args.changes,
+            seed=args.seed,
+            rate=args.rate,
+            delete_fraction=args.delete_fraction,
+            progress=terminal_progress(),
+        )
+    print(summary.render())
+    return 0
+
+
+def _plans(args: argparse.Namespace) -> int:
+    import json
+
+    from lakehouse.plans.schema import PlanValidationError
+    from lakehouse.plans.store import PlanStore
+
+    config = load_config(args.env)
+    if args.action == "get":
+        with PlanStore(config) as store:
+            doc = store.get(args.target)
+        if doc is None:
+            print(f"lakehouse: plan {args.target!r} not found", file=sys.stderr)
+            return 1
+        print(json.dumps(doc, indent=2))
+        return 0
+    try:
+        with open(args.target) as handle:
+            document = json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"lakehouse: cannot read {args.target}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with PlanStore.open(config) as store:
+            plan_id = document.get("objectId") if isinstance(document, dict) else None
+            if isinstance(plan_id, str) and store.get(plan_id) is not None:
+                result = store.replace(plan_id, document)
+            else:
+                result = store.create(document)
+    except PlanValidationError as exc:
+        print(f"lakehouse: {args.target} is not a valid plan; nothing was written:\n{exc}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    event = result.event
+    print(f"plan {event.plan_id}: op={event.op} version={event.version} event_id={event.event_id}")
+    return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from lakehouse.plans.store import PlanStore
+
+    with PlanStore.open(load_config(args.env)) as store:
+        if args.action == "drain":
+            print(f"outbox: published {store.drain_outbox()} pending events")
+        print(f"outbox: {store.count_pending()} events pending")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
     parser.add_argument(
@@ -87,7 +153,56 @@ def build_parser() -> argparse.ArgumentParser:
         "smoke", help="run the smoke pipeline: Delta, Kafka, Mongo, Elasticsearch, PostgreSQL"
     )
     p_smoke.set_defaults(func=_smoke)
+
+    p_sim = sub.add_parser(
+        "simulate", help="load generated plans, then apply random changes (each one an event)"
+    )
+    p_sim.add_argument("--plans", type=_positive_int, required=True, help="plans to load")
+    p_sim.add_argument("--changes", type=_non_negative_int, default=0, help="changes to apply")
+    p_sim.add_argument("--seed", type=int, default=42, help="generator seed (default 42)")
+    p_sim.add_argument("--rate", type=_positive_float, help="max writes per second")
+    p_sim.add_argument(
+        "--delete-fraction", type=_fraction, default=0.1, help="share of changes that delete"
+    )
+    p_sim.set_defaults(func=_simulate)
+
+    p_plans = sub.add_parser("plans", help="read or write one plan by hand")
+    p_plans.add_argument("action", choices=["get", "apply"])
+    p_plans.add_argument("target", help="plan id (get) or a JSON file (apply)")
+    p_plans.set_defaults(func=_plans)
+
+    p_outbox = sub.add_parser("outbox", help="change events not yet published to Kafka")
+    p_outbox.add_argument("action", choices=["status", "drain"])
+    p_outbox.set_defaults(func=_outbox)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,10 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lakehouse: configuration error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from lakehouse.plans.store import PlanStoreError
         from lakehouse.spark import SparkSetupError
         from lakehouse.stack import StackError
 
-        if isinstance(exc, StackError | SparkSetupError):
+        if isinstance(exc, StackError | SparkSetupError | PlanStoreError):
             print(f"lakehouse: {exc}", file=sys.stderr)
             return 1
         raise

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from lakehouse import stack
 from lakehouse.config import Config
@@ -23,17 +24,6 @@ from lakehouse.stack import manager, services
 from lakehouse.stack.process import StackError, process_alive, read_pid
 
 pytestmark = pytest.mark.integration
-
-
-def free_port(candidates: range | None = None) -> int:
-    for port in candidates or [0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError(f"no free port in {candidates}")
 
 
 def isolated_config(config: Config) -> Config:

@@ -1,0 +1,1 @@
+"""Plan documents: validation (`lakehouse.plans.schema`), PATCH merges (`lakehouse.plans.merge`)."""

@@ -1,0 +1,337 @@
+"""The plan store: plan documents in the MongoDB-protocol server, one change event per write.
+
+Consistency strategy (docs/change-events.md, "single-document outbox"): FerretDB has no
+multi-document transactions, but a single-document write is atomic. Every write therefore stores
+the new plan state *and* its pending change event in the same document (`_lakehouse.outbox`),
+then publishes the event (idempotent producer, acks=all) and clears it on acknowledgement.
+
+- If publishing fails, the write is committed and the operation raises `PublishError`: nothing
+  is lost, the event waits in the outbox. `drain_outbox()` (`lakehouse outbox drain`) publishes
+  every pending event with its original event_id, so consumers see a redelivery, not a new change.
+- Before a plan is written again, its own pending event is published first; if that fails the
+  new write is refused. Per plan, events therefore reach Kafka complete and in version order.
+- A delete leaves a tombstone holding the last version, so a re-create continues the sequence.
+
+Layout of a stored document: the plan's own fields, `_id` = plan objectId, and
+`_lakehouse: {version, deleted, updated_ms, outbox?}`. Tombstones hold only `_id` and
+`_lakehouse`. Shared services are kept in their own collection and never deleted with a plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lakehouse import clients
+from lakehouse.config import Config
+from lakehouse.plans.events import ChangeEvent
+from lakehouse.plans.merge import merge_patch
+from lakehouse.plans.schema import validate_plan
+
+if TYPE_CHECKING:
+    from kafka import KafkaProducer
+    from pymongo.collection import Collection
+
+META = "_lakehouse"
+SERVICES_COLLECTION = "services"
+PUBLISH_TIMEOUT_S = 30.0
+
+
+class PlanStoreError(RuntimeError):
+    """Base class of the store's own errors."""
+
+
+class PlanNotFoundError(PlanStoreError, KeyError):
+    pass
+
+
+class PlanExistsError(PlanStoreError):
+    pass
+
+
+class ConcurrentWriteError(PlanStoreError):
+    """The plan changed between read and write (optimistic concurrency on the version)."""
+
+
+class PublishError(PlanStoreError):
+    """The change event could not be published; see the message for what was committed."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    event: ChangeEvent
+    published: bool  # False in batch mode: confirmed later by `flush`
+
+
+def make_producer(config: Config, linger_ms: int = 0) -> KafkaProducer:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        # Fail a send within a bounded time when the broker is gone instead of blocking forever.
+        max_block_ms=10_000,
+        request_timeout_ms=10_000,
+        delivery_timeout_ms=25_000,
+    )
+
+
+class PlanStore:
+    """CRUD on plan documents with a change event per write. Not thread-safe: one per thread.
+
+    `batch_size=None` (default): each write returns only after Kafka acknowledged its event.
+    `batch_size=N`: events are sent asynchronously and confirmed every N writes (and on `flush`
+    or close); a failed batch raises PublishError and its events stay in the outbox. Per plan
+    the order is still kept: one idempotent producer, one partition per key.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        producer: KafkaProducer | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.config = config
+        self.batch_size = batch_size
+        # event_id -> (plan_id, send future) of events sent but not yet confirmed and cleared
+        self._in_flight: dict[str, tuple[str, Any]] = {}
+        # the document last returned by `get`, reused by the write that usually follows it;
+        # a stale copy is caught by the version check of the write
+        self._read_cache: dict[str, dict[str, Any]] = {}
+        self.topic = config.kafka.topic
+        self._mongo = clients.mongo_client(config)
+        database = self._mongo[config.mongo.database]
+        self.plans: Collection = database[config.mongo.collection]
+        self.services: Collection = database[SERVICES_COLLECTION]
+        self._producer = producer
+        self._known_services: set[str] = set()
+        self.source = {
+            "system": "lakehouse.plans",
+            "db": config.mongo.database,
+            "collection": config.mongo.collection,
+        }
+
+    @classmethod
+    def open(cls, config: Config, batch_size: int | None = None) -> PlanStore:
+        """A store whose topic exists (the broker does not auto-create topics)."""
+        clients.ensure_topic(config, config.kafka.topic)
+        return cls(config, batch_size=batch_size)
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = make_producer(self.config, linger_ms=10 if self.batch_size else 0)
+        return self._producer
+
+    def flush(self) -> None:
+        """Confirm every event in flight and clear it from the outbox (batch mode)."""
+        if not self._in_flight:
+            return
+        from kafka.errors import KafkaTimeoutError
+
+        with contextlib.suppress(KafkaTimeoutError):  # unsent events are reported below
+            self.producer.flush(timeout=PUBLISH_TIMEOUT_S)
+        confirmed: list[tuple[str, str]] = []
+        failed: list[str] = []
+        for event_id, (plan_id, future) in self._in_flight.items():
+            if future.succeeded():
+                confirmed.append((plan_id, event_id))
+            else:
+                failed.append(f"{plan_id} ({future.exception or 'not sent in time'})")
+        self._in_flight.clear()
+        self._read_cache.clear()
+        self._clear_outboxes(confirmed)
+        if failed:
+            raise PublishError(
+                f"{len(failed)} change events are committed but could not be published, e.g. "
+                f"{failed[0]}; they stay in the outbox for `lakehouse outbox drain`"
+            )
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._producer is not None:
+                self._producer.close(timeout=10)
+            self._mongo.close()
+
+    def __enter__(self) -> PlanStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------- reads
+    def get(self, plan_id: str) -> dict[str, Any] | None:
+        """The current plan document, or None if it never existed or was deleted."""
+        raw = self.plans.find_one({"_id": plan_id})
+        if raw is not None:
+            self._read_cache = {plan_id: raw}
+        return None if raw is None or raw[META]["deleted"] else _plan_of(raw)
+
+    def version(self, plan_id: str) -> int:
+        """The plan's last version (deleted plans keep theirs); 0 if it never existed."""
+        raw = self.plans.find_one({"_id": plan_id}, {META: 1})
+        return 0 if raw is None else raw[META]["version"]
+
+    def iter_live(self) -> Iterator[dict[str, Any]]:
+        for raw in self.plans.find({f"{META}.deleted": False}).sort("_id", 1):
+            yield _plan_of(raw)
+
+    def count_pending(self) -> int:
+        return self.plans.count_documents({f"{META}.outbox": {"$exists": True}})
+
+    # ---------------------------------------------------------------------------- writes
+    def create(self, document: dict[str, Any]) -> WriteResult:
+        validate_plan(document)
+        plan_id = document["objectId"]
+        raw = self._current(plan_id)
+        if raw is not None and not raw[META]["deleted"]:
+            raise PlanExistsError(f"plan {plan_id!r} already exists; use replace or patch")
+        return self._commit(plan_id, raw, "c", document)
+
+    def replace(self, plan_id: str, document: dict[str, Any]) -> WriteResult:
+        validate_plan(document)
+        if document["objectId"] != plan_id:
+            raise PlanStoreError(f"objectId {document['objectId']!r} does not match {plan_id!r}")
+        return self._commit(plan_id, self._live(plan_id), "u", document)
+
+    def patch(self, plan_id: str, patch: dict[str, Any]) -> WriteResult:
+        """PATCH-merge (nested objects merged, linkedPlanServices merged by objectId)."""
+        raw = self._live(plan_id)
+        merged = merge_patch(_plan_of(raw), patch)
+        validate_plan(merged)
+        return self._commit(plan_id, raw, "u", merged)
+
+    def delete(self, plan_id: str) -> WriteResult:
+        """Delete the plan and its own children; shared services stay in `services`."""
+        return self._commit(plan_id, self._live(plan_id), "d", None)
+
+    def drain_outbox(self, limit: int | None = None) -> int:
+        """Publish every pending event (oldest first) and clear it; returns how many."""
+        query = self.plans.find({f"{META}.outbox": {"$exists": True}}).sort(f"{META}.updated_ms")
+        drained = 0
+        for raw in query.limit(limit or 0):
+            self._publish_pending(raw)
+            drained += 1
+        return drained
+
+    # -------------------------------------------------------------------------- internals
+    def _current(self, plan_id: str) -> dict[str, Any] | None:
+        raw = self._read_cache.pop(plan_id, None) or self.plans.find_one({"_id": plan_id})
+        outbox = raw[META].get("outbox") if raw is not None else None
+        if outbox is not None and outbox["event_id"] not in self._in_flight:
+            # Publish this plan's earlier change first, so its events stay complete and ordered.
+            self._publish_pending(raw)
+            raw = self.plans.find_one({"_id": plan_id})
+        return raw
+
+    def _live(self, plan_id: str) -> dict[str, Any]:
+        raw = self._current(plan_id)
+        if raw is None or raw[META]["deleted"]:
+            raise PlanNotFoundError(plan_id)
+        return raw
+
+    def _commit(
+        self, plan_id: str, raw: dict[str, Any] | None, op: str, document: dict[str, Any] | None
+    ) -> WriteResult:
+        version = (raw[META]["version"] if raw else 0) + 1
+        event = ChangeEvent(
+            op=op,
+            plan_id=plan_id,
+            version=version,
+            after=copy.deepcopy(document),
+            source=self.source,
+        )
+        stored: dict[str, Any] = {"_id": plan_id, **(document or {})}
+        stored[META] = {
+            "version": version,
+            "deleted": op == "d",
+            "updated_ms": event.ts_ms,
+            "outbox": event.to_dict(),
+        }
+        if raw is None:
+            from pymongo.errors import DuplicateKeyError
+
+            try:
+                self.plans.insert_one(stored)
+            except DuplicateKeyError:
+                raise ConcurrentWriteError(f"plan {plan_id!r} was created concurrently") from None
+        else:
+            result = self.plans.replace_one(
+                {"_id": plan_id, f"{META}.version": raw[META]["version"]}, stored
+            )
+            if result.matched_count != 1:
+                raise ConcurrentWriteError(f"plan {plan_id!r} changed while version {version}")
+        if document is not None:
+            self._remember_services(document)
+        if self.batch_size:
+            future = self.producer.send(self.topic, key=event.key(), value=event.value())
+            self._in_flight[event.event_id] = (plan_id, future)
+            if len(self._in_flight) >= self.batch_size:
+                self.flush()
+            return WriteResult(event, published=False)
+        try:
+            self._publish(event)
+        except Exception as exc:
+            raise PublishError(
+                f"plan {plan_id!r} version {version} ({op}) is committed but its change event "
+                f"could not be published ({type(exc).__name__}: {exc}); it stays in the outbox "
+                "and is published by `lakehouse outbox drain` or the plan's next write"
+            ) from exc
+        self._clear_outbox(plan_id, event.event_id)
+        return WriteResult(event, published=True)
+
+    def _publish(self, event: ChangeEvent) -> None:
+        self.producer.send(self.topic, key=event.key(), value=event.value()).get(
+            timeout=PUBLISH_TIMEOUT_S
+        )
+
+    def _publish_pending(self, raw: dict[str, Any]) -> None:
+        event = ChangeEvent.from_dict(raw[META]["outbox"])
+        try:
+            self._publish(event)
+        except Exception as exc:
+            raise PublishError(
+                f"plan {event.plan_id!r} has an unpublished change (version {event.version}) "
+                f"and the broker is unreachable ({type(exc).__name__}: {exc}); nothing new was "
+                "written"
+            ) from exc
+        self._clear_outbox(event.plan_id, event.event_id)
+
+    def _clear_outbox(self, plan_id: str, event_id: str) -> None:
+        self._clear_outboxes([(plan_id, event_id)])
+
+    def _clear_outboxes(self, published: list[tuple[str, str]]) -> None:
+        """Remove confirmed events; matching on event_id never clears a newer pending event.
+
+        One update_many per chunk: FerretDB 1.x holds a PostgreSQL connection per statement of
+        a bulk write, and a bulk of more statements than its pool deadlocks it.
+        """
+        event_ids = [event_id for _, event_id in published]
+        for start in range(0, len(event_ids), 500):
+            self.plans.update_many(
+                {f"{META}.outbox.event_id": {"$in": event_ids[start : start + 500]}},
+                {"$unset": {f"{META}.outbox": ""}},
+            )
+
+    def _remember_services(self, document: dict[str, Any]) -> None:
+        for item in document.get("linkedPlanServices", []):
+            service = item["linkedService"]
+            if service["objectId"] in self._known_services:
+                continue
+            self.services.update_one(
+                {"_id": service["objectId"]},
+                {"$set": {k: v for k, v in service.items() if k != "objectId"}},
+                upsert=True,
+            )
+            self._known_services.add(service["objectId"])
+
+
+def _plan_of(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items() if k not in ("_id", META)}

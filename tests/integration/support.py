@@ -1,0 +1,78 @@
+"""Helpers for integration tests: free ports, a private topic and Mongo database per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import time
+import uuid
+
+from kafka import KafkaConsumer, TopicPartition
+
+from lakehouse import clients
+from lakehouse.config import Config
+
+
+def isolated_source(config: Config, name: str) -> Config:
+    """`config` with a fresh change-event topic and Mongo database for one test."""
+    suffix = uuid.uuid4().hex[:8]
+    return dataclasses.replace(
+        config,
+        kafka=dataclasses.replace(config.kafka, topic=f"test.{name}.{suffix}"),
+        mongo=dataclasses.replace(config.mongo, database=f"test_{name}_{suffix}"),
+    )
+
+
+def end_offsets(config: Config) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap, group_id=None)
+    try:
+        topic = config.kafka.topic
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        return {tp.partition: off for tp, off in consumer.end_offsets(partitions).items()}
+    finally:
+        consumer.close()
+
+
+def read_topic(config: Config, timeout_s: float = 30.0) -> list[tuple[str, dict, int, int]]:
+    """Every record of the topic from the beginning: (key, value, partition, offset)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap, group_id=None, enable_auto_commit=False
+    )
+    try:
+        topic = config.kafka.topic
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        end = consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[tuple[str, dict, int, int]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {len(records)} records of {topic} in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records += [
+                    (r.key.decode(), json.loads(r.value), r.partition, r.offset) for r in batch
+                ]
+        return records
+    finally:
+        consumer.close()
+
+
+def drop_database(config: Config) -> None:
+    client = clients.mongo_client(config)
+    try:
+        client.drop_database(config.mongo.database)
+    finally:
+        client.close()
+
+
+def free_port(candidates: range | None = None) -> int:
+    for port in candidates or [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError(f"no free port in {candidates}")

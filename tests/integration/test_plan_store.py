@@ -1,0 +1,177 @@
+"""The plan store against the real FerretDB and Kafka: every write is one change event."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import drop_database, end_offsets, free_port, isolated_source, read_topic
+
+from lakehouse.config import Config
+from lakehouse.plans.events import parse_event
+from lakehouse.plans.generator import generate_plan
+from lakehouse.plans.schema import PlanValidationError
+from lakehouse.plans.store import PlanExistsError, PlanNotFoundError, PlanStore, PublishError
+from lakehouse.stack.manager import start_service
+from lakehouse.stack.process import read_pid, stop_process
+from lakehouse.stack.services import KafkaService
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def source(config: Config, local_stack, request) -> Iterator[Config]:
+    cfg = isolated_source(config, request.node.name[:20].replace("[", "_").rstrip("]"))
+    try:
+        yield cfg
+    finally:
+        drop_database(cfg)
+
+
+def summarise(records) -> list[tuple[str, str, int, dict | None]]:
+    """(key, op, version, after) of each record, per plan in offset order."""
+    ordered = sorted(records, key=lambda r: (r[0], r[2], r[3]))
+    return [(key, v["op"], v["version"], v["after"]) for key, v, _, _ in ordered]
+
+
+def test_lifecycle_emits_one_event_per_write_with_increasing_versions(source: Config):
+    plan = generate_plan(11, 0).doc
+    plan_id = plan["objectId"]
+    first_service = plan["linkedPlanServices"][0]["linkedService"]
+    with PlanStore.open(source) as store:
+        store.create(plan)
+        patched = store.patch(plan_id, {"planCostShares": {"deductible": 1234}}).event.after
+        replacement = copy.deepcopy(patched)
+        replacement["planType"] = "EPO" if plan["planType"] != "EPO" else "HMO"
+        store.replace(plan_id, replacement)
+        store.delete(plan_id)
+        assert store.get(plan_id) is None
+        with pytest.raises(PlanNotFoundError):
+            store.patch(plan_id, {"planCostShares": {"copay": 1}})
+        store.create(plan)  # a re-create continues the version sequence
+        assert store.get(plan_id) == plan
+        assert store.version(plan_id) == 5
+        # the shared service outlives the deleted plan
+        service = store.services.find_one({"_id": first_service["objectId"]})
+        assert service == {
+            "_id": first_service["objectId"],
+            "_org": first_service["_org"],
+            "objectType": "service",
+            "name": first_service["name"],
+        }
+
+    expected_patched = copy.deepcopy(plan)
+    expected_patched["planCostShares"]["deductible"] = 1234
+    assert patched == expected_patched
+    assert summarise(read_topic(source)) == [
+        (plan_id, "c", 1, plan),
+        (plan_id, "u", 2, expected_patched),
+        (plan_id, "u", 3, replacement),
+        (plan_id, "d", 4, None),
+        (plan_id, "c", 5, plan),
+    ]
+    for key, value, _, _ in read_topic(source):
+        event = parse_event(key.encode(), _json_bytes(value))  # every record keeps the contract
+        assert event.source == {
+            "system": "lakehouse.plans",
+            "db": source.mongo.database,
+            "collection": "plans",
+        }
+
+
+def test_invalid_document_writes_and_publishes_nothing(source: Config):
+    plan = generate_plan(11, 1).doc
+    bad = copy.deepcopy(plan)
+    bad["creationDate"] = "2017-12-12"  # ISO instead of MM-dd-yyyy
+    with PlanStore.open(source) as store:
+        before = end_offsets(source)
+        with pytest.raises(PlanValidationError) as err:
+            store.create(bad)
+        assert "creationDate" in str(err.value)
+        assert store.get(plan["objectId"]) is None
+        assert store.plans.count_documents({}) == 0
+
+        store.create(plan)
+        with pytest.raises(PlanValidationError):
+            store.patch(plan["objectId"], {"planCostShares": {"copay": -5}})
+        with pytest.raises(PlanExistsError):
+            store.create(plan)
+        assert store.get(plan["objectId"]) == plan
+        assert store.version(plan["objectId"]) == 1
+    after = end_offsets(source)
+    assert sum(after.values()) - sum(before.values()) == 1  # only the valid create
+
+
+def _json_bytes(value: dict) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+@pytest.fixture
+def private_broker(source: Config, tmp_path_factory) -> Iterator[tuple[Config, KafkaService]]:
+    """A Kafka broker of this test's own, on free ports, that the test may stop and restart."""
+    state = Path(source.state_dir) / "test-stacks" / f"kafka-{uuid.uuid4().hex[:8]}"
+    cfg = dataclasses.replace(
+        source,
+        state_dir=str(state),
+        kafka=dataclasses.replace(source.kafka, bootstrap=f"127.0.0.1:{free_port()}"),
+        stack=dataclasses.replace(
+            source.stack, kafka_controller_port=free_port(), kafka_heap="384m"
+        ),
+    )
+    broker = KafkaService(cfg)
+    start_service(broker, timeout_s=120, report=lambda _: None)
+    try:
+        yield cfg, broker
+    finally:
+        stop_broker(broker)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def stop_broker(broker: KafkaService) -> None:
+    pid = read_pid(broker.paths)
+    if pid is not None:
+        stop_process(pid, broker.marker)
+        broker.paths.pid.unlink(missing_ok=True)
+
+
+def test_broker_down_fails_loudly_and_loses_nothing(private_broker):
+    cfg, broker = private_broker
+    plan = generate_plan(12, 0).doc
+    plan_id = plan["objectId"]
+    with PlanStore.open(cfg) as store:
+        store.create(plan)
+        stop_broker(broker)
+
+        with pytest.raises(PublishError) as err:
+            store.patch(plan_id, {"planCostShares": {"deductible": 777}})
+        assert "version 2 (u) is committed" in str(err.value)
+        assert store.get(plan_id)["planCostShares"]["deductible"] == 777  # committed
+        assert store.count_pending() == 1
+        pending = store.plans.find_one({"_id": plan_id})["_lakehouse"]["outbox"]
+
+        # A further write to that plan is refused while its earlier event is unpublished.
+        with pytest.raises(PublishError) as refused:
+            store.patch(plan_id, {"planCostShares": {"deductible": 888}})
+        assert "nothing new was written" in str(refused.value)
+        assert store.version(plan_id) == 2
+
+        start_service(broker, timeout_s=120, report=lambda _: None)
+        assert store.drain_outbox() == 1
+        assert store.count_pending() == 0
+        store.patch(plan_id, {"planCostShares": {"deductible": 999}})
+
+    records = read_topic(cfg)
+    assert [(v["op"], v["version"]) for _, v, _, _ in records] == [("c", 1), ("u", 2), ("u", 3)]
+    assert records[1][1]["event_id"] == pending["event_id"]  # the redelivery keeps its id
+    assert [v["after"]["planCostShares"]["deductible"] for _, v, _, _ in records] == [
+        plan["planCostShares"]["deductible"],
+        777,
+        999,
+    ]
