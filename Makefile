@@ -1,6 +1,7 @@
 # Every install step is here, each skipped when already done (stamp files track the inputs).
 #   make setup   venv + Python deps, Maven jars, FerretDB binary, PostgreSQL server package
-#   make demo    setup, start the local stack, run the smoke pipeline (the README's main command)
+#   make demo    setup, start the local stack, run the smoke pipeline and a small simulation
+#                (the README's main command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
 #   make down    stop the local stack
 
@@ -49,6 +50,7 @@ status:
 demo: setup
 	$(BIN)/lakehouse stack up
 	$(BIN)/lakehouse smoke
+	$(BIN)/lakehouse simulate --plans 200 --changes 500 --seed 42
 
 test: setup
 	$(BIN)/ruff check .

@@ -305,7 +305,11 @@ class PlanStore:
         self._clear_outbox(event.plan_id, event.event_id)
 
     def _clear_outbox(self, plan_id: str, event_id: str) -> None:
-        self._clear_outboxes([(plan_id, event_id)])
+        # _id equality: FerretDB answers it from the primary key instead of a collection scan
+        self.plans.update_one(
+            {"_id": plan_id, f"{META}.outbox.event_id": event_id},
+            {"$unset": {f"{META}.outbox": ""}},
+        )
 
     def _clear_outboxes(self, published: list[tuple[str, str]]) -> None:
         """Remove confirmed events; matching on event_id never clears a newer pending event.
@@ -313,10 +317,15 @@ class PlanStore:
         One update_many per chunk: FerretDB 1.x holds a PostgreSQL connection per statement of
         a bulk write, and a bulk of more statements than its pool deadlocks it.
         """
-        event_ids = [event_id for _, event_id in published]
-        for start in range(0, len(event_ids), 500):
+        for start in range(0, len(published), 500):
+            chunk = published[start : start + 500]
+            # Each plan holds at most one pending event, so matching the plan ids and the
+            # confirmed event ids as two sets clears exactly the confirmed events.
             self.plans.update_many(
-                {f"{META}.outbox.event_id": {"$in": event_ids[start : start + 500]}},
+                {
+                    "_id": {"$in": [plan_id for plan_id, _ in chunk]},
+                    f"{META}.outbox.event_id": {"$in": [event_id for _, event_id in chunk]},
+                },
                 {"$unset": {f"{META}.outbox": ""}},
             )
 

@@ -90,3 +90,33 @@ def test_cli_rejects_bad_arguments(capsys):
         main(["simulate", "--plans", "0"])
     assert exit_info.value.code == 2
     assert "--plans: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_plans_apply_and_get(sources, config, monkeypatch, capsys, tmp_path):
+    import json
+
+    from lakehouse.plans.generator import generate_plan
+
+    cfg = isolated_source(config, "apply")
+    sources.append(cfg)
+    monkeypatch.setenv("LAKEHOUSE_KAFKA_TOPIC", cfg.kafka.topic)
+    monkeypatch.setenv("LAKEHOUSE_MONGO_DATABASE", cfg.mongo.database)
+    plan = generate_plan(21, 3).doc
+    bad = dict(plan, planType="Platinum")
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+
+    assert main(["plans", "apply", str(tmp_path / "bad.json")]) == 1
+    err = capsys.readouterr().err
+    assert "is not a valid plan; nothing was written" in err
+    assert "planType: 'Platinum' is not one of" in err
+    assert main(["plans", "get", plan["objectId"]]) == 1
+    assert capsys.readouterr().err == f"lakehouse: plan {plan['objectId']!r} not found\n"
+
+    assert main(["plans", "apply", str(tmp_path / "plan.json")]) == 0
+    assert capsys.readouterr().out.startswith(f"plan {plan['objectId']}: op=c version=1 ")
+    assert main(["plans", "apply", str(tmp_path / "plan.json")]) == 0  # again: a replace
+    assert capsys.readouterr().out.startswith(f"plan {plan['objectId']}: op=u version=2 ")
+    assert main(["plans", "get", plan["objectId"]]) == 0
+    assert json.loads(capsys.readouterr().out) == plan
+    assert [(v["op"], v["version"]) for _, v, _, _ in read_topic(cfg)] == [("c", 1), ("u", 2)]
