@@ -10,58 +10,32 @@ import copy
 from typing import Any
 
 import pytest
+from plan_samples import Doc, cost_share, plan_service
 
 from lakehouse.plans.merge import PatchError, merge_patch, remove_plan_service
 from lakehouse.plans.schema import validate_plan
 
-Doc = dict[str, Any]
-
-
-def _cost_share(object_id: str, deductible: float, copay: float) -> Doc:
-    return {
-        "deductible": deductible,
-        "_org": "example.com",
-        "copay": copay,
-        "objectId": object_id,
-        "objectType": "membercostshare",
-    }
-
-
-def _plan_service(object_id: str, service_id: str, name: str, costs_id: str) -> Doc:
-    return {
-        "linkedService": {
-            "_org": "example.com",
-            "objectId": service_id,
-            "objectType": "service",
-            "name": name,
-        },
-        "planserviceCostShares": _cost_share(costs_id, 10, 0),
-        "_org": "example.com",
-        "objectId": object_id,
-        "objectType": "planservice",
-    }
-
 
 def _physical() -> Doc:
-    return _plan_service(
+    return plan_service(
         "27283xvx9asdff-504", "1234520xvc30asdf-502", "Yearly physical", "1234512xvc1314asdfs-503"
     )
 
 
 def _well_baby() -> Doc:
-    return _plan_service(
+    return plan_service(
         "27283xvx9sdf-506", "1234520xvc30sff-505", "well baby", "1234512xvc1314sdfsd-506"
     )
 
 
 def _dental() -> Doc:
-    return _plan_service("ps-dental-1", "svc-dental", "Dental cleaning", "psc-dental-1")
+    return plan_service("ps-dental-1", "svc-dental", "Dental cleaning", "psc-dental-1")
 
 
 def sample_plan() -> Doc:
     """A valid plan with two planservices that share no ids with the plan."""
     return {
-        "planCostShares": _cost_share("1234vxc2324sdf-501", 2000, 23),
+        "planCostShares": cost_share("1234vxc2324sdf-501", 2000, 23),
         "linkedPlanServices": [_physical(), _well_baby()],
         "_org": "example.com",
         "objectId": "12xvxc345ssdsds-508",
@@ -90,7 +64,7 @@ def test_sample_plan_is_valid() -> None:
 def test_cost_change_in_plan_cost_shares_keeps_other_keys() -> None:
     result = _merge_checked(sample_plan(), {"planCostShares": {"deductible": 2500}})
     expected = sample_plan()
-    expected["planCostShares"] = _cost_share("1234vxc2324sdf-501", 2500, 23)
+    expected["planCostShares"] = cost_share("1234vxc2324sdf-501", 2500, 23)
     assert result == expected
     validate_plan(result)
 
@@ -127,7 +101,7 @@ def test_append_new_planservice() -> None:
 
 
 def test_update_and_append_in_one_patch() -> None:
-    second_new = _plan_service("ps-vision-1", "svc-vision", "Eye exam", "psc-vision-1")
+    second_new = plan_service("ps-vision-1", "svc-vision", "Eye exam", "psc-vision-1")
     patch = {
         "planCostShares": {"copay": 30},
         "linkedPlanServices": [
@@ -305,7 +279,7 @@ def test_remove_last_plan_service_leaves_an_empty_list() -> None:
     validate_plan(result)
 
 
-def test_remove_absent_plan_service() -> None:
+def test_remove_absentplan_service() -> None:
     current = sample_plan()
     with pytest.raises(PatchError, match="no planservice with objectId 'nope'"):
         remove_plan_service(current, "nope")

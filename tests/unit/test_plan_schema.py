@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+from plan_samples import Doc, cost_share, plan_service
 
 from lakehouse.plans.schema import (
     PLAN_SCHEMA,
@@ -25,47 +26,21 @@ from lakehouse.plans.schema import (
     validate_plan,
 )
 
-Doc = dict[str, Any]
 PLAN_ID = "12xvxc345ssdsds-508"
-
-
-def _cost_share(object_id: str, deductible: float, copay: float) -> Doc:
-    return {
-        "deductible": deductible,
-        "_org": "example.com",
-        "copay": copay,
-        "objectId": object_id,
-        "objectType": "membercostshare",
-    }
-
-
-def _plan_service(object_id: str, service_id: str, name: str, costs_id: str) -> Doc:
-    return {
-        "linkedService": {
-            "_org": "example.com",
-            "objectId": service_id,
-            "objectType": "service",
-            "name": name,
-        },
-        "planserviceCostShares": _cost_share(costs_id, 10, 0),
-        "_org": "example.com",
-        "objectId": object_id,
-        "objectType": "planservice",
-    }
 
 
 def sample_plan() -> Doc:
     """A valid plan; the planservices share no ids with the plan or each other."""
     return {
-        "planCostShares": _cost_share("1234vxc2324sdf-501", 2000, 23),
+        "planCostShares": cost_share("1234vxc2324sdf-501", 2000, 23),
         "linkedPlanServices": [
-            _plan_service(
+            plan_service(
                 "27283xvx9asdff-504",
                 "1234520xvc30asdf-502",
                 "Yearly physical",
                 "1234512xvc1314asdfs-503",
             ),
-            _plan_service(
+            plan_service(
                 "27283xvx9sdf-506", "1234520xvc30sff-505", "well baby", "1234512xvc1314sdfsd-506"
             ),
         ],
@@ -78,7 +53,7 @@ def sample_plan() -> Doc:
 
 
 def _services(count: int) -> list[Doc]:
-    return [_plan_service(f"ps-{i}", f"svc-{i}", f"service {i}", f"psc-{i}") for i in range(count)]
+    return [plan_service(f"ps-{i}", f"svc-{i}", f"service {i}", f"psc-{i}") for i in range(count)]
 
 
 def _at(doc: Doc, path: tuple[str | int, ...]) -> Any:
