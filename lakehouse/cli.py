@@ -213,14 +213,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lakehouse: configuration error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        from lakehouse.plans.store import PlanStoreError
-        from lakehouse.spark import SparkSetupError
-        from lakehouse.stack import StackError
+        message = _known_failure(exc)
+        if message is None:
+            raise
+        print(f"lakehouse: {message}", file=sys.stderr)
+        return 1
 
-        if isinstance(exc, StackError | SparkSetupError | PlanStoreError):
-            print(f"lakehouse: {exc}", file=sys.stderr)
-            return 1
-        raise
+
+def _known_failure(exc: Exception) -> str | None:
+    """A one-line explanation for failures a user can fix; None for genuine bugs."""
+    from kafka.errors import KafkaError
+    from pymongo.errors import ServerSelectionTimeoutError
+
+    from lakehouse.plans.store import PlanStoreError
+    from lakehouse.spark import SparkSetupError
+    from lakehouse.stack import StackError
+
+    if isinstance(exc, StackError | SparkSetupError | PlanStoreError):
+        return str(exc)
+    if isinstance(exc, ServerSelectionTimeoutError):
+        return f"cannot reach the MongoDB-protocol server ({exc}); is `lakehouse stack up` running?"
+    if isinstance(exc, KafkaError):
+        return f"Kafka: {type(exc).__name__}: {exc}; is `lakehouse stack up` running?"
+    return None
 
 
 if __name__ == "__main__":

@@ -44,7 +44,11 @@ def ensure_topic(config: Config, topic: str, partitions: int = 3) -> None:
 def mongo_client(config: Config) -> MongoClient:
     from pymongo import MongoClient
 
-    return MongoClient(config.mongo.uri, serverSelectionTimeoutMS=10000)
+    # 10 s to find the server unless the URI sets its own timeout (keyword args would win)
+    uri = config.mongo.uri
+    if "serverselectiontimeoutms" in uri.lower():
+        return MongoClient(uri)
+    return MongoClient(uri, serverSelectionTimeoutMS=10000)
 
 
 def mongo_spark_options(config: Config, database: str, collection: str) -> dict[str, str]:

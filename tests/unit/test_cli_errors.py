@@ -123,3 +123,14 @@ def test_stack_logs_prints_the_tail_of_the_service_log(
     (tmp_path / "kafka" / "kafka.log").write_text("one\ntwo\nthree\n")
     assert main(["stack", "logs", "kafka", "-n", "2"]) == 0
     assert capsys.readouterr().out == f"==> {tmp_path}/kafka/kafka.log <==\n    two\n    three\n"
+
+
+def test_unreachable_mongo_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 9 (discard) on loopback: nothing listens there, the connection is refused at once.
+    monkeypatch.setenv("LAKEHOUSE_MONGO_URI", "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300")
+    assert main(["plans", "get", "plan-1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lakehouse: cannot reach the MongoDB-protocol server (")
+    assert err.rstrip().endswith("is `lakehouse stack up` running?")
