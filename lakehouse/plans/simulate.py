@@ -98,14 +98,14 @@ def simulate(
     weights = (0.75 * keep, 0.25 * keep, delete_fraction)
     for n in range(1, changes + 1):
         pacer.wait()
-        if deleted and rng.random() < delete_fraction / 2:
+        # Re-create as often as plans get deleted, so the live population stays stable and every
+        # change is a real write (with no live plan left, a re-create is the only change).
+        if deleted and (not live or rng.random() < delete_fraction):
             plan_id = deleted.pop(rng.randrange(len(deleted)))
             doc = generate_plan(seed, index_of[plan_id], anomaly_rate=anomaly_rate).doc
             result = store.create(doc)
             live.append(plan_id)
             summary.ops["recreate"] += 1
-        elif not live:
-            continue
         else:
             position = rng.randrange(len(live))
             plan_id = live[position]

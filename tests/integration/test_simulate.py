@@ -120,3 +120,17 @@ def test_cli_plans_apply_and_get(sources, config, monkeypatch, capsys, tmp_path)
     assert main(["plans", "get", plan["objectId"]]) == 0
     assert json.loads(capsys.readouterr().out) == plan
     assert [(v["op"], v["version"]) for _, v, _, _ in read_topic(cfg)] == [("c", 1), ("u", 2)]
+
+
+def test_every_change_is_a_write_even_when_deletes_dominate(sources, config):
+    cfg = isolated_source(config, "churn")
+    sources.append(cfg)
+    with PlanStore.open(cfg, batch_size=50) as store:
+        summary = simulate(store, plans=4, changes=80, seed=13, delete_fraction=0.6)
+        live = {doc["objectId"] for doc in store.iter_live()}
+    records = read_topic(cfg)
+    assert summary.events_total == len(records) == 4 + 80
+    assert sum(summary.ops.values()) == 4 + 80
+    assert summary.ops["delete"] > 10 and summary.ops["recreate"] > 10
+    latest = replay_latest(records)
+    assert {pid for pid, e in latest.items() if e.op != "d"} == live
