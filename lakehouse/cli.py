@@ -109,11 +109,7 @@ def _plans(args: argparse.Namespace) -> int:
         return 1
     try:
         with PlanStore.open(config) as store:
-            plan_id = document.get("objectId") if isinstance(document, dict) else None
-            if isinstance(plan_id, str) and store.get(plan_id) is not None:
-                result = store.replace(plan_id, document)
-            else:
-                result = store.create(document)
+            result = store.upsert(document)
     except PlanValidationError as exc:
         print(f"lakehouse: {args.target} is not a valid plan; nothing was written:\n{exc}",
               file=sys.stderr)  # fmt: skip

@@ -80,10 +80,8 @@ def simulate(
     for n, generated in enumerate(iter_plans(seed, plans, anomaly_rate=anomaly_rate), start=1):
         plan_id = generated.doc["objectId"]
         pacer.wait()
-        if store.get(plan_id) is None:
-            result = store.create(generated.doc)
-        else:  # re-running against a populated database: the same plan, a new version
-            result = store.replace(plan_id, generated.doc)
+        # against a populated database (a re-run) the same plan gets a new version
+        result = store.upsert(generated.doc)
         summary.events[result.event.op] += 1
         summary.ops["load"] += 1
         if generated.anomaly:

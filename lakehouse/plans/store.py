@@ -195,6 +195,14 @@ class PlanStore:
             raise PlanExistsError(f"plan {plan_id!r} already exists; use replace or patch")
         return self._commit(plan_id, raw, "c", document)
 
+    def upsert(self, document: dict[str, Any]) -> WriteResult:
+        """Create the plan, or replace it when it is live (a re-create after a delete is `c`)."""
+        validate_plan(document)
+        plan_id = document["objectId"]
+        raw = self._current(plan_id)
+        op = "u" if raw is not None and not raw[META]["deleted"] else "c"
+        return self._commit(plan_id, raw, op, document)
+
     def replace(self, plan_id: str, document: dict[str, Any]) -> WriteResult:
         validate_plan(document)
         if document["objectId"] != plan_id:
