@@ -129,6 +129,51 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_spark(args: argparse.Namespace, app_name: str, work) -> int:
+    from lakehouse.spark import build_spark, stop_spark
+
+    config = load_config(args.env)
+    spark = build_spark(config, app_name=app_name)
+    try:
+        return int(work(spark, config))
+    finally:
+        stop_spark(spark)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    return _with_spark(
+        args, "lakehouse-ingest", lambda spark, config: operations.ingest(spark, config, args.once)
+    )
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    return _with_spark(
+        args,
+        "lakehouse-quarantine",
+        lambda spark, config: operations.show_quarantine(spark, config, args.reason, args.show),
+    )
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    return _with_spark(
+        args,
+        "lakehouse-snapshot",
+        lambda spark, config: operations.snapshot(spark, config, args.bootstrap),
+    )
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    return _with_spark(args, "lakehouse-reconcile", operations.reconcile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
     parser.add_argument(
@@ -170,6 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
     p_outbox = sub.add_parser("outbox", help="change events not yet published to Kafka")
     p_outbox.add_argument("action", choices=["status", "drain"])
     p_outbox.set_defaults(func=_outbox)
+
+    p_ingest = sub.add_parser(
+        "ingest", help="stream change events: Kafka -> bronze -> silver + Elasticsearch"
+    )
+    p_ingest.add_argument(
+        "--once", action="store_true", help="process everything available, then exit"
+    )
+    p_ingest.set_defaults(func=_ingest)
+
+    p_quarantine = sub.add_parser("quarantine", help="count and show quarantined records")
+    p_quarantine.add_argument("--reason", help="with --show: only records with this reason")
+    p_quarantine.add_argument(
+        "--show", type=_non_negative_int, default=5, help="latest records to print (default 5)"
+    )
+    p_quarantine.set_defaults(func=_quarantine)
+
+    p_snapshot = sub.add_parser("snapshot", help="copy the Mongo plans collection into bronze")
+    p_snapshot.add_argument(
+        "--bootstrap", action="store_true", help="then load the snapshot into silver"
+    )
+    p_snapshot.set_defaults(func=_snapshot)
+
+    p_reconcile = sub.add_parser(
+        "reconcile", help="compare the latest snapshot with silver (exit 3 on differences)"
+    )
+    p_reconcile.set_defaults(func=_reconcile)
     return parser
 
 
@@ -221,11 +292,14 @@ def _known_failure(exc: Exception) -> str | None:
     from kafka.errors import KafkaError
     from pymongo.errors import ServerSelectionTimeoutError
 
+    from lakehouse.ingest.search import SearchSyncError
+    from lakehouse.ingest.snapshot import SnapshotMissing
     from lakehouse.plans.store import PlanStoreError
     from lakehouse.spark import SparkSetupError
     from lakehouse.stack import StackError
 
-    if isinstance(exc, StackError | SparkSetupError | PlanStoreError):
+    known = StackError | SparkSetupError | PlanStoreError | SnapshotMissing | SearchSyncError
+    if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, ServerSelectionTimeoutError):
         return f"cannot reach the MongoDB-protocol server ({exc}); is `lakehouse stack up` running?"

@@ -41,6 +41,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_POSTGRES_DSN": "postgres.dsn",
     "LAKEHOUSE_ES_URL": "elasticsearch.url",
     "LAKEHOUSE_ES_INDEX": "elasticsearch.index",
+    "LAKEHOUSE_INGEST_MAX_OFFSETS": "ingest.max_offsets_per_trigger",
+    "LAKEHOUSE_INGEST_TRIGGER_S": "ingest.trigger_interval_s",
 }
 
 
@@ -88,6 +90,24 @@ class ElasticsearchConfig:
 
 
 @dataclass(frozen=True)
+class IngestConfig:
+    """The streaming medallion (`lakehouse ingest`)."""
+
+    # Upper bound of Kafka records per bronze micro-batch: keeps batches (and a replay) small.
+    max_offsets_per_trigger: int = 20000
+    # Micro-batch interval of the continuous mode (`--once` drains everything, then exits).
+    trigger_interval_s: float = 2.0
+    # Where a brand-new bronze query starts: "earliest" keeps every event the topic still holds.
+    starting_offsets: str = "earliest"
+    # How long one batch keeps retrying an unreachable Elasticsearch before the query fails
+    # (and is restarted from its checkpoint by the continuous runner).
+    es_retry_timeout_s: float = 120.0
+    # Continuous mode: pause before restarting a failed query, and how many restarts in a row.
+    restart_backoff_s: float = 10.0
+    max_restarts: int = 30
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -115,6 +135,7 @@ class Config:
     mongo: MongoConfig = field(default_factory=MongoConfig)
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
     @property
@@ -176,8 +197,26 @@ def load_config(
         if var in env and env[var] != "":
             _set_dotted(merged, dotted, _parse_env_value(var, dotted, env[var]))
 
-    config = _build(Config, merged, prefix="", source=f"{base_file.name} + {env_file.name}")
+    source = f"{base_file.name} + {env_file.name}"
+    config = _build(Config, merged, prefix="", source=source)
+    _check_ingest(config.ingest, source)
     return _resolve_local_paths(config)
+
+
+def _check_ingest(ingest: IngestConfig, source: str) -> None:
+    """Values a type check lets through but a streaming query would choke on later."""
+    if ingest.max_offsets_per_trigger < 1:
+        raise ConfigError(f"{source}: ingest.max_offsets_per_trigger must be >= 1")
+    for name in ("trigger_interval_s", "es_retry_timeout_s", "restart_backoff_s"):
+        if getattr(ingest, name) < 0:
+            raise ConfigError(f"{source}: ingest.{name} must be >= 0 seconds")
+    if ingest.max_restarts < 0:
+        raise ConfigError(f"{source}: ingest.max_restarts must be >= 0")
+    if ingest.starting_offsets not in ("earliest", "latest"):
+        raise ConfigError(
+            f"{source}: ingest.starting_offsets must be earliest or latest, "
+            f"got {ingest.starting_offsets!r}"
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -243,6 +282,11 @@ def _parse_env_value(var: str, dotted: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: {dotted} must be an integer") from None
+    if expected is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: {dotted} must be a number") from None
     return raw
 
 
@@ -281,6 +325,10 @@ def _checked(value: Any, expected: Any, dotted: str, source: str) -> Any:
     # bool is a subclass of int: reject `shuffle_partitions: true` explicitly.
     if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{source}: {dotted} must be an integer, got {value!r}")
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {dotted} must be a number, got {value!r}")
+        return float(value)
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{source}: {dotted} must be true or false, got {value!r}")
     if expected is str and not isinstance(value, str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pyspark.java_gateway import ensure_callback_server_started
 from pyspark.sql import SparkSession
 
 from lakehouse.config import Config
@@ -58,6 +59,8 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": str(spark.shuffle_partitions),
         "spark.ui.enabled": "true" if spark.ui_enabled else "false",
         "spark.sql.session.timeZone": "UTC",
+        # An impossible date (02-30-2020) is null, never an exception that kills a stream.
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": config.warehouse,
         # Schemas are declared, never evolved implicitly; new tables get Change Data Feed.
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
@@ -83,18 +86,15 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(config.spark.log_level)
+    # Start py4j's callback server (foreachBatch, PyDeequ assertions) the way PySpark does, with
+    # daemon threads. Left to PyDeequ it starts with non-daemon threads that keep Python alive
+    # after stop(), and shutting those down deadlocks once foreachBatch has used them.
+    ensure_callback_server_started(session.sparkContext._gateway)
     return session
 
 
 def stop_spark(session: SparkSession) -> None:
-    """Stop the session and py4j's callback server.
-
-    PyDeequ's lambda assertions start the callback server, whose non-daemon thread would keep the
-    Python process alive after `session.stop()`.
-    """
-    gateway = session.sparkContext._gateway
-    if gateway is not None:
-        gateway.shutdown_callback_server()
+    """Stop the session (the callback server's daemon threads end with the process)."""
     session.stop()
 
 

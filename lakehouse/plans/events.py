@@ -115,7 +115,14 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
         try:
             validate_plan(after)
         except PlanValidationError as exc:
-            raise EventContractError("schema-violation", str(exc).replace("\n", "; ")) from None
+            # Its own reason: silver parses this date, and an unreadable one must never
+            # become a silent null there.
+            reason = (
+                "bad-creation_date"
+                if any(issue.path == "creationDate" for issue in exc.errors)
+                else "schema-violation"
+            )
+            raise EventContractError(reason, str(exc).replace("\n", "; ")) from None
         if after["objectId"] != plan_id:
             raise EventContractError(
                 "plan_id-mismatch", f"after.objectId {after['objectId']!r} != plan_id {plan_id!r}"

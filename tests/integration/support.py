@@ -76,3 +76,49 @@ def free_port(candidates: range | None = None) -> int:
                 continue
             return sock.getsockname()[1]
     raise RuntimeError(f"no free port in {candidates}")
+
+
+def isolated_lakehouse(config: Config, warehouse: str, name: str) -> Config:
+    """`isolated_source` plus a private warehouse and Elasticsearch index, with the topic
+    created (3 partitions)."""
+    isolated = isolated_source(config, name)
+    suffix = isolated.kafka.topic.rsplit(".", 1)[-1]
+    isolated = dataclasses.replace(
+        isolated,
+        warehouse=warehouse,
+        checkpoints="",
+        elasticsearch=dataclasses.replace(config.elasticsearch, index=f"test-{name}-{suffix}"),
+    )
+    clients.ensure_topic(isolated, isolated.kafka.topic)
+    return isolated
+
+
+def produce(
+    config: Config, records: list[tuple[bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Send raw (key, value) records in order; returns each one's (partition, offset)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap, acks="all", enable_idempotence=True
+    )
+    try:
+        futures = [producer.send(config.kafka.topic, key=k, value=v) for k, v in records]
+        producer.flush()
+        return [(m.partition, m.offset) for m in (f.get(timeout=30) for f in futures)]
+    finally:
+        producer.close()
+
+
+def env_for(config: Config) -> dict[str, str]:
+    """Environment variables that point a `lakehouse` subprocess at `config`'s isolated parts."""
+    import os
+
+    return {
+        **os.environ,
+        "LAKEHOUSE_ENV": config.environment,
+        "LAKEHOUSE_WAREHOUSE": config.warehouse,
+        "LAKEHOUSE_KAFKA_TOPIC": config.kafka.topic,
+        "LAKEHOUSE_MONGO_DATABASE": config.mongo.database,
+        "LAKEHOUSE_ES_INDEX": config.elasticsearch.index,
+    }

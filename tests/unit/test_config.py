@@ -6,6 +6,7 @@ Every test passes `conf_dir=` and `environ=` explicitly, so the real process env
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from lakehouse.config import (
     Config,
     ConfigError,
     ElasticsearchConfig,
+    IngestConfig,
     KafkaConfig,
     MongoConfig,
     PostgresConfig,
@@ -266,6 +268,8 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     ),
     "LAKEHOUSE_ES_URL": ("https://es.internal:9243", "https://es.internal:9243"),
     "LAKEHOUSE_ES_INDEX": ("plans-v2", "plans-v2"),
+    "LAKEHOUSE_INGEST_MAX_OFFSETS": ("500", 500),
+    "LAKEHOUSE_INGEST_TRIGGER_S": ("0.5", 0.5),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
@@ -286,6 +290,9 @@ OVERRIDE_BASE = """\
       dsn: postgresql://base@base-pg:5432/base
     elasticsearch:
       url: http://base-es:9200
+    ingest:
+      max_offsets_per_trigger: 100
+      trigger_interval_s: 5
     """
 OVERRIDE_DEV = """\
     kafka:
@@ -725,3 +732,24 @@ def test_extra_conf_non_scalar_value_is_an_error(tmp_path: Path, value: str) -> 
     message = str(excinfo.value)
     assert "spark.extra_conf.spark.foo must be a scalar" in message
     assert "dev.yaml" in message
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fix"),
+    [
+        ("ingest:\n  max_offsets_per_trigger: 0\n", "ingest.max_offsets_per_trigger must be >= 1"),
+        ("ingest:\n  trigger_interval_s: -1\n", "ingest.trigger_interval_s must be >= 0"),
+        ("ingest:\n  trigger_interval_s: soon\n", "ingest.trigger_interval_s must be a number"),
+        ("ingest:\n  starting_offsets: newest\n", "must be earliest or latest"),
+        ("ingest:\n  max_restarts: -2\n", "ingest.max_restarts must be >= 0"),
+    ],
+)
+def test_bad_ingest_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
+def test_ingest_defaults_are_sane(tmp_path: Path) -> None:
+    ingest = load(write_conf(tmp_path, base="", dev="")).ingest
+    assert ingest == IngestConfig()
+    assert (ingest.max_offsets_per_trigger, ingest.starting_offsets) == (20000, "earliest")

@@ -144,6 +144,7 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.ui.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": root("state", "test-warehouse"),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
@@ -176,6 +177,7 @@ def test_spark_conf_for_prod_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.databricks.delta.snapshotPartitions": "64",
         "spark.ui.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": "/data/warehouse",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
@@ -228,6 +230,7 @@ def test_extra_conf_overrides_defaults(tmp_path: Path, jar_dir: tuple[Path, list
         "spark.databricks.delta.snapshotPartitions": "4",
         "spark.ui.enabled": "true",  # extra_conf beats ui_enabled: false
         "spark.sql.session.timeZone": "UTC",
+        "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": "/lake",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",

@@ -1,0 +1,1 @@
+"""The streaming medallion: Kafka change events -> bronze -> silver (+ Elasticsearch)."""

@@ -1,0 +1,152 @@
+"""What `lakehouse ingest | quarantine | snapshot | reconcile` and the jobs/ entrypoints do,
+given a SparkSession: run, print progress and a summary, return an exit status."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import TextIO
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse import io
+from lakehouse.config import Config
+from lakehouse.ingest import snapshot as snapshots
+from lakehouse.ingest.stream import BronzeBatch, IngestError, SilverBatch, run_continuous, run_once
+from lakehouse.tables import PLANS, QUARANTINE
+
+
+def format_progress(batch: BronzeBatch | SilverBatch) -> str:
+    if isinstance(batch, BronzeBatch):
+        lag = "?" if batch.kafka_lag is None else f"{batch.kafka_lag:,}"
+        return f"bronze batch {batch.batch_id}: {batch.records:,} records, kafka lag {lag}"
+    age = batch.max_freshness_s
+    freshness = "" if age is None else f", oldest event {age:,.1f}s old"
+    return (
+        f"silver batch {batch.batch_id}: {batch.records:,} records -> {batch.events:,} events, "
+        f"{batch.quarantined:,} quarantined, {batch.plans_changed:,} plans changed "
+        f"in {batch.seconds:.1f}s{freshness}"
+    )
+
+
+def printer(out: TextIO) -> Callable[[BronzeBatch | SilverBatch], None]:
+    def report(batch: BronzeBatch | SilverBatch) -> None:
+        print(format_progress(batch), file=out, flush=True)
+
+    return report
+
+
+def ingest(spark: SparkSession, config: Config, once: bool, out: TextIO = sys.stdout) -> int:
+    """Run the medallion: `once` drains what is available and returns, otherwise runs until
+    SIGINT/SIGTERM. Exit status 0, or 1 with the failing query named on stderr."""
+    report = printer(out)
+    print(
+        f"ingest: {config.kafka.topic} @ {config.kafka.bootstrap} -> {config.warehouse} "
+        f"+ index {config.elasticsearch.index} ({'once' if once else 'continuous'})",
+        file=out,
+        flush=True,
+    )
+    try:
+        if once:
+            run_once(spark, config, report)
+        else:
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            run_continuous(spark, config, report, stop)
+    except IngestError as exc:
+        print(f"ingest: {exc}; committed batches are kept, rerun to resume", file=sys.stderr)
+        return 1
+    print(ingest_summary(spark, config), file=out, flush=True)
+    return 0
+
+
+def ingest_summary(spark: SparkSession, config: Config) -> str:
+    plans = io.read_table(spark, config, PLANS)
+    row = plans.agg(
+        F.count("*").alias("plans"),
+        F.sum(F.col("is_deleted").cast("int")).alias("deleted"),
+    ).first()
+    quarantined = io.read_table(spark, config, QUARANTINE).count()
+    total, deleted = int(row["plans"]), int(row["deleted"] or 0)
+    return (
+        f"ingest: silver holds {total - deleted:,} live plans and {deleted:,} tombstones; "
+        f"{quarantined:,} records in quarantine"
+    )
+
+
+def quarantine_by_reason(quarantine: DataFrame) -> DataFrame:
+    """Quarantine rows -> reason, records, first_quarantined, last_quarantined, where
+    (topic/partition/offset of the latest record), most frequent first."""
+    latest = F.max_by(
+        F.concat_ws(":", "topic", F.col("partition"), F.col("offset")),
+        "quarantined_at",
+    )
+    return (
+        quarantine.groupBy("reason")
+        .agg(
+            F.count("*").alias("records"),
+            F.min("quarantined_at").alias("first_quarantined"),
+            F.max("quarantined_at").alias("last_quarantined"),
+            latest.alias("latest_at"),
+        )
+        .orderBy(F.col("records").desc(), "reason")
+    )
+
+
+def show_quarantine(
+    spark: SparkSession, config: Config, reason: str | None, limit: int, out: TextIO = sys.stdout
+) -> int:
+    if not io.table_exists(spark, config, QUARANTINE):
+        print(f"quarantine: no table at {QUARANTINE.path(config)} yet (nothing ingested)", file=out)
+        return 0
+    quarantine = io.read_table(spark, config, QUARANTINE)
+    summary = quarantine_by_reason(quarantine).collect()
+    print(f"quarantine: {sum(r['records'] for r in summary):,} records", file=out)
+    for row in summary:
+        print(
+            f"  {row['reason']:<20} {row['records']:>8,}  latest at {row['latest_at']} "
+            f"({row['last_quarantined']:%Y-%m-%d %H:%M:%S})",
+            file=out,
+        )
+    if limit:
+        rows = quarantine if reason is None else quarantine.where(F.col("reason") == reason)
+        for row in rows.orderBy(F.col("quarantined_at").desc()).limit(limit).collect():
+            value = (row["value_text"] or "")[:120]
+            print(
+                f"- {row['topic']}:{row['partition']}:{row['offset']} {row['reason']}: "
+                f"{row['detail']}\n    value: {value}",
+                file=out,
+            )
+    return 0
+
+
+def snapshot(spark: SparkSession, config: Config, bootstrap: bool, out: TextIO = sys.stdout) -> int:
+    result = snapshots.take_snapshot(spark, config)
+    print(
+        f"snapshot {result.snapshot_id}: {result.plans:,} plans read from "
+        f"{config.mongo.database}.{config.mongo.collection} ({result.live:,} live)",
+        file=out,
+    )
+    if bootstrap:
+        applied = snapshots.bootstrap_silver(spark, config)
+        print(
+            f"bootstrap: {applied.events:,} snapshot rows merged into silver, "
+            f"{applied.plans_changed:,} plans changed",
+            file=out,
+        )
+    return 0
+
+
+def reconcile(spark: SparkSession, config: Config, out: TextIO = sys.stdout) -> int:
+    """Exit 0 when silver matches the latest snapshot, 3 when it differs."""
+    try:
+        result = snapshots.run_reconciliation(spark, config)
+    except snapshots.SnapshotMissing as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 1
+    print(result.summary(), file=out)
+    return 0 if result.total == 0 else 3

@@ -1,0 +1,289 @@
+"""The two streaming queries of `lakehouse ingest` and the loop that runs them.
+
+    Kafka --(bronze query: Delta sink, exactly-once)--> bronze/plan_events
+    bronze/plan_events --(silver query: foreachBatch)--> quarantine, silver/*, Elasticsearch
+
+The bronze query is the Delta sink's own exactly-once write keyed by its checkpoint. The silver
+query appends quarantine rows with Delta transaction identifiers (query id + batch id) and
+applies events with version-guarded MERGEs, so a replayed batch changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from lakehouse import io
+from lakehouse.config import Config, join_uri
+from lakehouse.ingest import contract, search
+from lakehouse.ingest.apply import apply_plan_events, ensure_silver_tables
+from lakehouse.tables import (
+    BRONZE_CHECKPOINT,
+    BRONZE_EVENTS,
+    QUARANTINE,
+    SILVER_CHECKPOINT,
+    checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+BRONZE_QUERY = "bronze_plan_events"
+SILVER_QUERY = "silver_plans"
+
+
+class IngestError(RuntimeError):
+    """A streaming query failed; the message says which and why. Nothing committed is lost:
+    a restart resumes from the checkpoints."""
+
+
+@dataclass(frozen=True)
+class SilverBatch:
+    """What one silver micro-batch did (reported as progress)."""
+
+    batch_id: int
+    records: int
+    events: int
+    quarantined: int
+    plans_changed: int
+    seconds: float
+    # Source commit (ts_ms) to silver commit, over the batch's events.
+    max_freshness_s: float | None
+
+
+@dataclass(frozen=True)
+class BronzeBatch:
+    batch_id: int
+    records: int
+    kafka_lag: int | None
+
+
+Reporter = Callable[[BronzeBatch | SilverBatch], None]
+
+
+def to_bronze_rows(kafka_records: DataFrame) -> DataFrame:
+    """Kafka source rows (key, value, topic, partition, offset, timestamp, ...) -> bronze rows:
+    key, value (raw bytes), topic, partition, offset, kafka_ts, ingested_at."""
+    return kafka_records.select(
+        "key",
+        "value",
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_ts"),
+        F.current_timestamp().alias("ingested_at"),
+    )
+
+
+def start_bronze(spark: SparkSession, config: Config, once: bool) -> StreamingQuery:
+    io.ensure_table(spark, config, BRONZE_EVENTS)
+    records = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", config.kafka.bootstrap)
+        .option("subscribe", config.kafka.topic)
+        .option("startingOffsets", config.ingest.starting_offsets)
+        .option("maxOffsetsPerTrigger", config.ingest.max_offsets_per_trigger)
+        # Offsets that vanished (retention, a recreated topic) stop the query loudly.
+        .option("failOnDataLoss", "true")
+        .load()
+    )
+    writer = (
+        to_bronze_rows(records)
+        .writeStream.format("delta")
+        .queryName(BRONZE_QUERY)
+        .outputMode("append")
+        .option("checkpointLocation", checkpoint(config, BRONZE_CHECKPOINT))
+    )
+    return _with_trigger(writer, config, once).start(BRONZE_EVENTS.path(config))
+
+
+class SilverBatchWriter:
+    """The foreachBatch body of the silver query (runs on the driver, once per micro-batch)."""
+
+    def __init__(self, config: Config, report: Reporter) -> None:
+        self.config = config
+        self.report = report
+        self._app_id: str | None = None
+
+    def app_id(self, spark: SparkSession) -> str:
+        """The query id saved in the checkpoint: stable across restarts, new with a new
+        checkpoint (whose batch ids restart at 0 and must not be mistaken for replays)."""
+        if self._app_id is None:
+            metadata = join_uri(checkpoint(self.config, SILVER_CHECKPOINT), "metadata")
+            self._app_id = f"silver-ingest-{spark.read.json(metadata).first()['id']}"
+        return self._app_id
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        spark = batch.sparkSession
+        checked = contract.check_contract(batch).persist()
+        try:
+            records = checked.count()
+            quarantine = contract.to_quarantine(checked).persist()
+            try:
+                io.append_once(quarantine, self.config, QUARANTINE, self.app_id(spark), batch_id)
+                quarantined = quarantine.count()
+            finally:
+                quarantine.unpersist()
+            events = contract.to_plan_events(checked).persist()
+            try:
+                result = apply_plan_events(events, self.config)
+                oldest = events.agg(F.min("event_ts")).first()[0]
+            finally:
+                events.unpersist()
+        finally:
+            checked.unpersist()
+        freshness = None if oldest is None else time.time() - oldest.timestamp()
+        self.report(
+            SilverBatch(
+                batch_id=batch_id,
+                records=records,
+                events=result.events,
+                quarantined=quarantined,
+                plans_changed=result.plans_changed,
+                seconds=time.monotonic() - started,
+                max_freshness_s=freshness,
+            )
+        )
+
+
+def start_silver(
+    spark: SparkSession, config: Config, once: bool, report: Reporter
+) -> StreamingQuery:
+    io.ensure_table(spark, config, QUARANTINE)
+    ensure_silver_tables(spark, config)
+    search.ensure_index(config)
+    writer = (
+        spark.readStream.format("delta")
+        .load(BRONZE_EVENTS.path(config))
+        .writeStream.queryName(SILVER_QUERY)
+        .option("checkpointLocation", checkpoint(config, SILVER_CHECKPOINT))
+        .foreachBatch(SilverBatchWriter(config, report))
+    )
+    return _with_trigger(writer, config, once).start()
+
+
+def _with_trigger(writer, config: Config, once: bool):
+    if once:
+        return writer.trigger(availableNow=True)
+    return writer.trigger(processingTime=f"{config.ingest.trigger_interval_s} seconds")
+
+
+@dataclass
+class _BronzeWatcher:
+    """Turns the bronze query's progress into BronzeBatch reports (polled by the run loop)."""
+
+    report: Reporter
+    last_batch: int = -1
+    seen: set[str] = field(default_factory=set)
+
+    def poll(self, query: StreamingQuery) -> None:
+        for progress in query.recentProgress:
+            batch_id = int(progress["batchId"])
+            if batch_id <= self.last_batch or progress["numInputRows"] == 0:
+                continue
+            self.last_batch = batch_id
+            self.report(BronzeBatch(batch_id, int(progress["numInputRows"]), _kafka_lag(progress)))
+
+
+def _kafka_lag(progress: dict) -> int | None:
+    """Records the topic holds beyond this batch's end offsets, summed over partitions."""
+    for source in progress.get("sources", []):
+        latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
+        if latest and end:
+            return sum(max(0, offset - end.get(key, 0)) for key, offset in latest.items())
+    return None
+
+
+def _offsets(value: object) -> dict[tuple[str, str], int]:
+    """{"topic": {"0": 12, ...}} (a dict or its JSON text) -> {(topic, partition): offset}."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+    if not isinstance(value, dict):
+        return {}
+    return {
+        (topic, partition): int(offset)
+        for topic, partitions in value.items()
+        if isinstance(partitions, dict)
+        for partition, offset in partitions.items()
+    }
+
+
+def _raise_if_failed(query: StreamingQuery, name: str) -> None:
+    error = query.exception()
+    if error is not None:
+        raise IngestError(f"{name} query failed: {_short(error)}")
+
+
+def _short(error: object) -> str:
+    text = str(error)
+    for line in text.splitlines():
+        if "Error" in line or "Exception" in line:
+            return line.strip()[:500]
+    return text.strip().splitlines()[0][:500] if text.strip() else repr(error)
+
+
+def run_once(spark: SparkSession, config: Config, report: Reporter) -> None:
+    """Ingest everything available now (Kafka -> bronze, then bronze -> silver) and return."""
+    bronze = start_bronze(spark, config, once=True)
+    watcher = _BronzeWatcher(report)
+    bronze.awaitTermination()
+    watcher.poll(bronze)
+    _raise_if_failed(bronze, BRONZE_QUERY)
+    silver = start_silver(spark, config, once=True, report=report)
+    silver.awaitTermination()
+    _raise_if_failed(silver, SILVER_QUERY)
+
+
+def run_continuous(
+    spark: SparkSession, config: Config, report: Reporter, stop: threading.Event
+) -> None:
+    """Run both queries until `stop` is set, restarting a failed one from its checkpoint after
+    `ingest.restart_backoff_s` (e.g. while Elasticsearch is down), at most
+    `ingest.max_restarts` times in a row."""
+    watcher = _BronzeWatcher(report)
+    starters = {
+        BRONZE_QUERY: lambda: start_bronze(spark, config, once=False),
+        SILVER_QUERY: lambda: start_silver(spark, config, once=False, report=report),
+    }
+    queries = {name: start() for name, start in starters.items()}
+    failures = dict.fromkeys(queries, 0)
+    try:
+        while not stop.wait(0.5):
+            watcher.poll(queries[BRONZE_QUERY])
+            for name, query in queries.items():
+                if query.isActive:
+                    if query.lastProgress and query.lastProgress.get("numInputRows", 0) > 0:
+                        failures[name] = 0
+                    continue
+                failures[name] += 1
+                reason = _short(query.exception()) if query.exception() else "stopped"
+                if failures[name] > config.ingest.max_restarts:
+                    raise IngestError(
+                        f"{name} query failed {failures[name]} times in a row; last: {reason}"
+                    )
+                log.warning(
+                    "%s query stopped (%s); restarting from its checkpoint in %.0fs",
+                    name,
+                    reason,
+                    config.ingest.restart_backoff_s,
+                )
+                if stop.wait(config.ingest.restart_backoff_s):
+                    return
+                if name == BRONZE_QUERY:
+                    watcher = _BronzeWatcher(report)
+                queries[name] = starters[name]()
+    finally:
+        for query in queries.values():
+            if query.isActive:
+                query.stop()

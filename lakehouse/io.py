@@ -1,0 +1,56 @@
+"""Reading and writing Delta tables: the only place that knows where and how tables are stored."""
+
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from lakehouse.config import Config
+from lakehouse.tables import Table
+
+
+def ensure_table(spark: SparkSession, config: Config, table: Table) -> DeltaTable:
+    """Create `table` (declared schema, Change Data Feed on) if it does not exist yet."""
+    builder = (
+        DeltaTable.createIfNotExists(spark)
+        .location(table.path(config))
+        .addColumns(table.schema)
+        .property("delta.enableChangeDataFeed", "true")
+    )
+    if table.partition_by:
+        builder = builder.partitionedBy(*table.partition_by)
+    return builder.execute()
+
+
+def delta_table(spark: SparkSession, config: Config, table: Table) -> DeltaTable:
+    return DeltaTable.forPath(spark, table.path(config))
+
+
+def read_table(spark: SparkSession, config: Config, table: Table) -> DataFrame:
+    return spark.read.format("delta").load(table.path(config))
+
+
+def table_exists(spark: SparkSession, config: Config, table: Table) -> bool:
+    return DeltaTable.isDeltaTable(spark, table.path(config))
+
+
+def append_once(rows: DataFrame, config: Config, table: Table, app_id: str, batch_id: int) -> None:
+    """Append `rows` unless this (app_id, batch_id) was already committed to the table.
+
+    Delta records the pair in the same commit, so replaying a micro-batch after a crash does
+    not append it twice.
+    """
+    (
+        rows.select(*table.schema.fieldNames())
+        .write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", batch_id)
+        .save(table.path(config))
+    )
+
+
+def append(rows: DataFrame, config: Config, table: Table) -> None:
+    rows.select(*table.schema.fieldNames()).write.format("delta").mode("append").save(
+        table.path(config)
+    )
