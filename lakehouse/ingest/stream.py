@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse import io
 from lakehouse.config import Config, join_uri
-from lakehouse.ingest import contract, search
+from lakehouse.ingest import contract
 from lakehouse.ingest.apply import apply_plan_events, ensure_silver_tables
 from lakehouse.tables import (
     BRONZE_CHECKPOINT,
@@ -159,7 +161,6 @@ def start_silver(
 ) -> StreamingQuery:
     io.ensure_table(spark, config, QUARANTINE)
     ensure_silver_tables(spark, config)
-    search.ensure_index(config)
     writer = (
         spark.readStream.format("delta")
         .load(BRONZE_EVENTS.path(config))
@@ -225,65 +226,98 @@ def _raise_if_failed(query: StreamingQuery, name: str) -> None:
         raise IngestError(f"{name} query failed: {_short(error)}")
 
 
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
 def _short(error: object) -> str:
+    """The line of a (Java-wrapped Python) stack trace that says what went wrong: our own
+    exception if there is one, else the innermost Python one, else the first line."""
     text = str(error)
-    for line in text.splitlines():
-        if "Error" in line or "Exception" in line:
-            return line.strip()[:500]
+    matches = [m for m in map(_EXCEPTION_LINE.match, text.splitlines()) if m]
+    ours = [m for m in matches if m.group(1).startswith("lakehouse.")]
+    python = [m for m in matches if not m.group(1).startswith(("org.", "java.", "py4j.", "scala."))]
+    for found in (ours, python, matches):
+        if found:
+            return f"{found[-1].group(1).rsplit('.', 1)[-1]}: {found[-1].group(2)}"[:500]
     return text.strip().splitlines()[0][:500] if text.strip() else repr(error)
 
 
 def run_once(spark: SparkSession, config: Config, report: Reporter) -> None:
     """Ingest everything available now (Kafka -> bronze, then bronze -> silver) and return."""
     bronze = start_bronze(spark, config, once=True)
-    watcher = _BronzeWatcher(report)
-    bronze.awaitTermination()
-    watcher.poll(bronze)
-    _raise_if_failed(bronze, BRONZE_QUERY)
-    silver = start_silver(spark, config, once=True, report=report)
-    silver.awaitTermination()
-    _raise_if_failed(silver, SILVER_QUERY)
+    _await(bronze, BRONZE_QUERY)
+    _BronzeWatcher(report).poll(bronze)
+    _await(start_silver(spark, config, once=True, report=report), SILVER_QUERY)
+
+
+def _await(query: StreamingQuery, name: str) -> None:
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        raise IngestError(f"{name} query failed: {_short(exc)}") from exc
+    _raise_if_failed(query, name)
 
 
 def run_continuous(
     spark: SparkSession, config: Config, report: Reporter, stop: threading.Event
 ) -> None:
-    """Run both queries until `stop` is set, restarting a failed one from its checkpoint after
-    `ingest.restart_backoff_s` (e.g. while Elasticsearch is down), at most
-    `ingest.max_restarts` times in a row."""
-    watcher = _BronzeWatcher(report)
+    """Run both queries until `stop` is set. A query that fails (or cannot start, e.g. while a
+    service is down) is restarted from its checkpoint after `ingest.restart_backoff_s`; after
+    `ingest.max_restarts` failures in a row without progress, IngestError."""
     starters = {
         BRONZE_QUERY: lambda: start_bronze(spark, config, once=False),
         SILVER_QUERY: lambda: start_silver(spark, config, once=False, report=report),
     }
-    queries = {name: start() for name, start in starters.items()}
-    failures = dict.fromkeys(queries, 0)
+    queries: dict[str, StreamingQuery | None] = dict.fromkeys(starters)
+    failures = dict.fromkeys(starters, 0)
+    retry_at = dict.fromkeys(starters, 0.0)
+    watcher = _BronzeWatcher(report)
     try:
-        while not stop.wait(0.5):
-            watcher.poll(queries[BRONZE_QUERY])
-            for name, query in queries.items():
-                if query.isActive:
+        while not stop.is_set():
+            for name, start in starters.items():
+                query = queries[name]
+                if query is not None and query.isActive:
                     if query.lastProgress and query.lastProgress.get("numInputRows", 0) > 0:
                         failures[name] = 0
                     continue
-                failures[name] += 1
-                reason = _short(query.exception()) if query.exception() else "stopped"
-                if failures[name] > config.ingest.max_restarts:
-                    raise IngestError(
-                        f"{name} query failed {failures[name]} times in a row; last: {reason}"
-                    )
-                log.warning(
-                    "%s query stopped (%s); restarting from its checkpoint in %.0fs",
-                    name,
-                    reason,
-                    config.ingest.restart_backoff_s,
-                )
-                if stop.wait(config.ingest.restart_backoff_s):
-                    return
-                if name == BRONZE_QUERY:
-                    watcher = _BronzeWatcher(report)
-                queries[name] = starters[name]()
+                if query is None and time.monotonic() < retry_at[name]:
+                    continue
+                if query is not None:  # it stopped: note why, restart after the backoff
+                    _note_failure(name, _stop_reason(query), failures, config)
+                    queries[name] = None
+                    retry_at[name] = time.monotonic() + config.ingest.restart_backoff_s
+                    continue
+                try:
+                    queries[name] = start()
+                    if name == BRONZE_QUERY:
+                        watcher = _BronzeWatcher(report)
+                except Exception as exc:  # e.g. a service down at (re)start: retry later
+                    _note_failure(name, _short(exc), failures, config)
+                    retry_at[name] = time.monotonic() + config.ingest.restart_backoff_s
+            bronze = queries[BRONZE_QUERY]
+            if bronze is not None:
+                watcher.poll(bronze)
+            stop.wait(0.5)
     finally:
         for query in queries.values():
-            if query.isActive:
+            if query is not None and query.isActive:
                 query.stop()
+
+
+def _stop_reason(query: StreamingQuery) -> str:
+    error = query.exception()
+    return _short(error) if error is not None else "stopped"
+
+
+def _note_failure(name: str, reason: str, failures: dict[str, int], config: Config) -> None:
+    failures[name] += 1
+    if failures[name] > config.ingest.max_restarts:
+        raise IngestError(f"{name} query failed {failures[name]} times in a row; last: {reason}")
+    log.warning(
+        "%s query failed (%s); restarting from its checkpoint in %.0fs (failure %d of at most %d)",
+        name,
+        reason,
+        config.ingest.restart_backoff_s,
+        failures[name],
+        config.ingest.max_restarts,
+    )
