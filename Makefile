@@ -1,6 +1,7 @@
 # Every install step is here, each skipped when already done (stamp files track the inputs).
 #   make setup   venv + Python deps, Maven jars, FerretDB binary, PostgreSQL server package
-#   make demo    setup, start the local stack, run the smoke pipeline and a small simulation
+#   make demo    setup, start the local stack, run the smoke pipeline, a small simulation,
+#                ingest it into bronze/silver/Elasticsearch, snapshot and reconcile
 #                (the README's main command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
 #   make down    stop the local stack
@@ -51,6 +52,9 @@ demo: setup
 	$(BIN)/lakehouse stack up
 	$(BIN)/lakehouse smoke
 	$(BIN)/lakehouse simulate --plans 200 --changes 500 --seed 42
+	$(BIN)/lakehouse ingest --once
+	$(BIN)/lakehouse snapshot
+	$(BIN)/lakehouse reconcile
 
 test: setup
 	$(BIN)/ruff check .

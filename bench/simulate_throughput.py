@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+from machine_info import machine
 
 from lakehouse import clients
 from lakehouse.config import Config, load_config
@@ -92,23 +91,6 @@ def run_raw_floor(config: Config, plans: int, changes: int, seed: int) -> dict:
     producer.close()
     mongo.close()
     return {"events": events, "seconds": elapsed}
-
-
-def machine() -> dict:
-    meminfo = Path("/proc/meminfo").read_text().splitlines()
-    mem_kb = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[
-        0
-    ]
-    return {
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem_kb / 1024 / 1024, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "java": java,
-        "mongo_server": "FerretDB 1.24.2 over PostgreSQL 15 (fsync as configured)",
-        "kafka": "4.3.1 single KRaft node",
-    }
 
 
 def main() -> int:

@@ -134,3 +134,32 @@ def test_unreachable_mongo_is_a_one_line_error(
     err = capsys.readouterr().err
     assert err.startswith("lakehouse: cannot reach the MongoDB-protocol server (")
     assert err.rstrip().endswith("is `lakehouse stack up` running?")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ingest", "--onse"], "unrecognized arguments: --onse"),
+        (["quarantine", "--show", "-1"], "argument --show: must be >= 0, got -1"),
+        (["snapshot", "--bootstrap", "now"], "unrecognized arguments: now"),
+        (["reconcile", "--all"], "unrecognized arguments: --all"),
+    ],
+)
+def test_bad_medallion_arguments_exit_2_with_the_fix(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_ingest_override_exits_2_before_starting_spark(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_INGEST_MAX_OFFSETS", "lots")
+    assert main(["--env", "test", "ingest", "--once"]) == 2
+    assert capsys.readouterr().err == (
+        "lakehouse: configuration error: "
+        "LAKEHOUSE_INGEST_MAX_OFFSETS='lots': ingest.max_offsets_per_trigger must be an integer\n"
+    )

@@ -1,0 +1,24 @@
+"""The machine a benchmark ran on, recorded beside its figures."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def machine() -> dict:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "java": java.splitlines()[0],
+        "mongo_server": "FerretDB 1.24.2 over PostgreSQL 15 (fsync as configured)",
+        "kafka": "4.3.1 single KRaft node",
+        "elasticsearch": "7.10.2 single node (codelibs cluster runner)",
+    }
