@@ -188,14 +188,15 @@ def run_baseline(config: Config, expected: int, stop: threading.Event | None = N
     )
     baseline = BaselineConsumer(config)
     started = time.monotonic()
-    seen = 0
+    seen = reported = 0
     try:
         while seen < expected and not (stop and stop.is_set()):
             for records in consumer.poll(timeout_ms=500, max_records=500).values():
                 for record in records:
                     baseline.handle(record.key, record.value)
                     seen += 1
-            if seen and seen % 2000 < 500:
+            if seen - reported >= 2000:
+                reported = seen
                 print(f"   baseline: {seen:,}/{expected:,} events", file=sys.stderr)
         elapsed = time.monotonic() - started
     finally:

@@ -111,29 +111,19 @@ def _merge_plans(events: DataFrame, config: Config) -> int:
 
 
 def _merge_history(events: DataFrame, config: Config) -> None:
-    spark = events.sparkSession
-    history = io.delta_table(spark, config, PLAN_HISTORY)
-    (
-        history.alias("t")
-        .merge(
-            silver.to_history_rows(events).alias("s"),
-            "t.plan_id = s.plan_id AND t.version = s.version",
-        )
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    """One MERGE: insert versions not yet recorded, re-close the validity of touched plans."""
+    history = io.delta_table(events.sparkSession, config, PLAN_HISTORY)
     touched = events.select("plan_id").distinct()
-    versions = io.read_table(spark, config, PLAN_HISTORY).join(touched, "plan_id", "left_semi")
+    existing = history.toDF().join(touched, "plan_id", "left_semi")
+    changes = silver.history_changes(existing, silver.to_history_rows(events))
     (
         history.alias("t")
-        .merge(
-            silver.history_validity(versions).alias("s"),
-            "t.plan_id = s.plan_id AND t.version = s.version",
-        )
+        .merge(changes.alias("s"), "t.plan_id = s.plan_id AND t.version = s.version")
         .whenMatchedUpdate(
             condition="NOT (t.valid_to <=> s.valid_to) OR t.is_current <> s.is_current",
             set={"valid_to": "s.valid_to", "is_current": "s.is_current"},
         )
+        .whenNotMatchedInsertAll()
         .execute()
     )
 

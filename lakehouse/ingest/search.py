@@ -126,8 +126,13 @@ def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) 
     while True:
         try:
             ensure_index(config)
-            _write(to_search_documents(plans), config, "index")
-            _write(to_search_deletes(plans), config, "delete")
+            live, deleted = plans.agg(
+                F.count_if(~F.col("is_deleted")), F.count_if(F.col("is_deleted"))
+            ).first()
+            if live:
+                _write(to_search_documents(plans), config, "index")
+            if deleted:
+                _write(to_search_deletes(plans), config, "delete")
             return
         except Exception as exc:  # es-hadoop and the client raise many types for one outage
             if time.monotonic() + delay > deadline:

@@ -77,6 +77,17 @@ def history_validity(history: DataFrame) -> DataFrame:
     )
 
 
+def history_changes(existing: DataFrame, incoming: DataFrame) -> DataFrame:
+    """Current plan_history rows of some plans + `to_history_rows` of a batch -> every version
+    of those plans in the plan_history layout, valid_to and is_current recomputed. A version
+    already recorded keeps its row (a replay or duplicate changes nothing but validity)."""
+    keys = ["plan_id", "version"]
+    new = incoming.join(existing.select(*keys), keys, "left_anti")
+    versions = existing.unionByName(new)
+    validity = history_validity(versions)
+    return versions.drop("valid_to", "is_current").join(validity, keys).select(*existing.columns)
+
+
 def linked_services(plans: DataFrame) -> DataFrame:
     """silver.plans rows -> one row per plan service of every live plan: plan_id, plan_version,
     event_ts, planservice_id, service_id, service_name, org, deductible, copay."""

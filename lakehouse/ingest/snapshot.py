@@ -132,7 +132,7 @@ def bootstrap_silver(spark: SparkSession, config: Config) -> ApplyResult:
         events.unpersist()
 
 
-def reconcile(snapshot: DataFrame, plans: DataFrame) -> DataFrame:
+def reconcile(snapshot: DataFrame, plans: DataFrame, snapshot_id: str | None = None) -> DataFrame:
     """A snapshot (bronze.plan_snapshots rows of one snapshot_id) and silver.plans -> one row per
     difference: snapshot_id, plan_id, kind, source_version, silver_version, detail.
 
@@ -160,7 +160,9 @@ def reconcile(snapshot: DataFrame, plans: DataFrame) -> DataFrame:
         .when(kind == "version-mismatch", F.lit("silver is at another version"))
         .otherwise(F.lit("same version, different document"))
     )
-    snapshot_id = snapshot.select("snapshot_id").limit(1)
+    ids = snapshot.select("snapshot_id").limit(1)
+    if snapshot_id is not None:
+        ids = snapshot.sparkSession.range(1).select(F.lit(snapshot_id).alias("snapshot_id"))
     return (
         joined.select(
             F.coalesce("s.plan_id", "t.plan_id").alias("plan_id"),
@@ -170,7 +172,7 @@ def reconcile(snapshot: DataFrame, plans: DataFrame) -> DataFrame:
             F.concat(detail, pending).alias("detail"),
         )
         .where(F.col("kind").isNotNull())
-        .crossJoin(snapshot_id)
+        .crossJoin(ids)
     )
 
 
@@ -203,7 +205,7 @@ def run_reconciliation(spark: SparkSession, config: Config) -> ReconcileResult:
         snapshot_id = snapshot.select("snapshot_id").first()[0]
         run_id = uuid.uuid4().hex[:12]
         report = (
-            reconcile(snapshot, io.read_table(spark, config, PLANS))
+            reconcile(snapshot, io.read_table(spark, config, PLANS), snapshot_id)
             .withColumn("run_id", F.lit(run_id))
             .withColumn("checked_at", F.current_timestamp())
             .select(*RECONCILIATION_REPORT.fieldNames())

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from lakehouse import io
+from lakehouse import clients, io
 from lakehouse.config import Config, join_uri
 from lakehouse.ingest import contract
 from lakehouse.ingest.apply import apply_plan_events, ensure_silver_tables
@@ -86,6 +86,9 @@ def to_bronze_rows(kafka_records: DataFrame) -> DataFrame:
 
 def start_bronze(spark: SparkSession, config: Config, once: bool) -> StreamingQuery:
     io.ensure_table(spark, config, BRONZE_EVENTS)
+    # The broker does not auto-create topics; an ingest started before any producer waits on an
+    # empty topic instead of failing.
+    clients.ensure_topic(config, config.kafka.topic)
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", config.kafka.bootstrap)

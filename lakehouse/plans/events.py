@@ -18,6 +18,10 @@ from typing import Any
 from lakehouse.plans.schema import PlanValidationError, validate_plan
 
 OPS = ("c", "u", "d")
+# Bounds a consumer can store: versions are signed 64-bit (Delta LONG); ts_ms must be a real
+# instant Spark's timestamp_millis can convert (up to 9999-12-31T23:59:59.999Z).
+MAX_VERSION = 2**63 - 1
+MAX_TS_MS = 253_402_300_799_999
 REQUIRED_FIELDS = ("event_id", "op", "plan_id", "version", "ts_ms", "after")
 
 
@@ -100,10 +104,14 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
     if key is None or key.decode("utf-8", errors="replace") != plan_id:
         shown = None if key is None else key.decode("utf-8", errors="replace")
         raise EventContractError("key-mismatch", f"key {shown!r} != plan_id {plan_id!r}")
-    if not _is_int(version) or version < 1:
-        raise EventContractError("bad-version", f"version must be an integer >= 1, got {version!r}")
-    if not _is_int(ts_ms) or ts_ms < 0:
-        raise EventContractError("bad-ts_ms", f"ts_ms must be epoch milliseconds, got {ts_ms!r}")
+    if not _is_int(version) or not 1 <= version <= MAX_VERSION:
+        raise EventContractError(
+            "bad-version", f"version must be an integer in [1, 2**63), got {version!r}"
+        )
+    if not _is_int(ts_ms) or not 0 <= ts_ms <= MAX_TS_MS:
+        raise EventContractError(
+            "bad-ts_ms", f"ts_ms must be epoch milliseconds up to year 9999, got {ts_ms!r}"
+        )
     if "source" in body and body["source"] is not None and not isinstance(body["source"], dict):
         raise EventContractError("bad-source", "source must be an object when present")
     if op == "d":

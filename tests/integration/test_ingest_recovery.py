@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from lake_checks import assert_bronze_exactly_once, assert_lakehouse_matches
+from pyspark.sql import functions as F
 from support import TcpProxy, drop_database, env_for, isolated_lakehouse, produce
 
 from lakehouse import clients, io
@@ -162,12 +163,17 @@ def test_reconcile_after_simulate_then_out_of_band_change(
             plans.update_one({"_id": victim["_id"]}, {"$set": {"planType": new_type}})
         finally:
             client.close()
-        snapshot.take_snapshot(spark, lake)
-        drift = snapshot.run_reconciliation(spark, lake)
-        assert drift.differences == {"content-mismatch": 1}
-        report = io.read_table(spark, lake, RECONCILIATION).where(f"run_id = '{drift.run_id}'")
+        # The operator's path: spark-submit of the snapshot job with --reconcile.
+        job = subprocess.run(
+            [str(PROJECT_ROOT / "jobs" / "submit.sh"), "jobs/mongo_snapshot.py", "--reconcile"],
+            env=env_for(lake), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert job.returncode == 3, job.stdout[-3000:] + job.stderr[-3000:]
+        assert "1 differences (content-mismatch 1)" in job.stdout
+        report = io.read_table(spark, lake, RECONCILIATION)
+        newest = report.agg(F.max_by("run_id", "checked_at")).first()[0]
         rows = [(r["plan_id"], r["kind"], r["source_version"] == r["silver_version"])
-                for r in report.collect()]  # fmt: skip
+                for r in report.where(F.col("run_id") == newest).collect()]  # fmt: skip
         assert rows == [(victim["_id"], "content-mismatch", True)]
 
         # A second lakehouse bootstrapped from that snapshot agrees with the store exactly.

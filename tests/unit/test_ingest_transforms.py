@@ -1141,3 +1141,62 @@ def test_offsets(value: object, expected: dict[tuple[str, str], int]) -> None:
 )
 def test_kafka_lag(progress: dict, expected: int | None) -> None:
     assert _kafka_lag(progress) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("version", 2**63, "bad-version"),
+        ("ts_ms", 2**62, "bad-ts_ms"),
+        ("ts_ms", 10**20, "bad-ts_ms"),
+    ],
+)
+def test_values_spark_cannot_hold_are_quarantined(
+    spark: SparkSession, field: str, value: int, reason: str
+) -> None:
+    """A version or timestamp beyond what Delta/Spark can store would fail every replay of
+    its batch; the contract rejects it instead."""
+    doc = generate_plan(1, 0).doc
+    body = ChangeEvent("c", doc["objectId"], 1, doc, event_id="e1", ts_ms=1).to_dict()
+    raw = (doc["objectId"].encode(), json.dumps(body | {field: value}).encode())
+    bronze = spark.createDataFrame(
+        [(*raw, "t", 0, 0, None, datetime(2026, 1, 1))], BRONZE_PLAN_EVENTS
+    )
+    checked = contract.check_contract(bronze)
+    assert [r.reason for r in contract.to_quarantine(checked).collect()] == [reason]
+    assert contract.to_plan_events(checked).collect() == []
+
+
+def test_reconcile_of_an_empty_snapshot_reports_every_live_silver_plan(
+    spark: SparkSession,
+) -> None:
+    snapshot = spark.createDataFrame([], BRONZE_PLAN_SNAPSHOTS)
+    stamp = datetime(2026, 1, 1)
+    plans = spark.createDataFrame(
+        [
+            (
+                "p1",
+                3,
+                False,
+                "u",
+                "e",
+                stamp,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                "{}",
+                0,
+                1,
+                stamp,
+            ),
+            ("p2", 2, True, "d", "e", stamp, None, None, None, None, None, None, None, 0, 2, stamp),
+        ],
+        SILVER_PLANS,
+    )
+    rows = reconcile(snapshot, plans, "snap-empty").collect()
+    assert [
+        (r.snapshot_id, r.plan_id, r.kind, r.source_version, r.silver_version) for r in rows
+    ] == [("snap-empty", "p1", "extra", None, 3)]
