@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse import io
 from lakehouse.config import Config
@@ -27,6 +26,7 @@ from lakehouse.tables import (
     PLANS,
     SERVICES,
     SILVER_PLAN_SERVICES,
+    SILVER_TABLES,
 )
 
 log = logging.getLogger(__name__)
@@ -160,10 +160,6 @@ def _merge_services(linked: DataFrame, config: Config) -> None:
     )
 
 
-def ensure_silver_tables(spark, config: Config) -> None:
-    for table in (PLANS, PLAN_SERVICES, SERVICES, PLAN_HISTORY):
+def ensure_silver_tables(spark: SparkSession, config: Config) -> None:
+    for table in SILVER_TABLES:
         io.ensure_table(spark, config, table)
-
-
-def count_live(plans: DataFrame) -> int:
-    return plans.where(~F.col("is_deleted")).count()

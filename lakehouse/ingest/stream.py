@@ -130,13 +130,10 @@ class SilverBatchWriter:
         spark = batch.sparkSession
         checked = contract.check_contract(batch).persist()
         try:
-            records = checked.count()
-            quarantine = contract.to_quarantine(checked).persist()
-            try:
-                io.append_once(quarantine, self.config, QUARANTINE, self.app_id(spark), batch_id)
-                quarantined = quarantine.count()
-            finally:
-                quarantine.unpersist()
+            # One pass over the cached batch for both counts (F.count skips null reasons).
+            records, quarantined = checked.agg(F.count("*"), F.count("reason")).first()
+            quarantine = contract.to_quarantine(checked)
+            io.append_once(quarantine, self.config, QUARANTINE, self.app_id(spark), batch_id)
             events = contract.to_plan_events(checked).persist()
             try:
                 result = apply_plan_events(events, self.config)
