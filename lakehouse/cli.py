@@ -174,6 +174,26 @@ def _reconcile(args: argparse.Namespace) -> int:
     return _with_spark(args, "lakehouse-reconcile", operations.reconcile)
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    from lakehouse.gold import jobs
+
+    if args.jobs_command == "list":
+        for name, job in jobs.JOBS.items():
+            print(f"{name:<18} {(job.__doc__ or '').strip()}")
+        print(f"{'all':<18} every job in order (anomaly_detection trains, then scores)")
+        return 0
+    if args.name != "all" and args.name not in jobs.JOBS:
+        known = ", ".join([*jobs.JOBS, "all"])
+        print(f"lakehouse: unknown job {args.name!r}; known jobs: {known}", file=sys.stderr)
+        return 2
+    options = jobs.JobOptions(full=args.full, modes=jobs.parse_modes(args.mode))
+    return _with_spark(
+        args,
+        f"lakehouse-{args.name.replace('_', '-')}",
+        lambda spark, config: jobs.run(spark, config, args.name, options),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
     parser.add_argument(
@@ -241,6 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reconcile", help="compare the latest snapshot with silver (exit 3 on differences)"
     )
     p_reconcile.set_defaults(func=_reconcile)
+
+    p_jobs = sub.add_parser("jobs", help="the gold batch jobs (what jobs/*.py run)")
+    jobs_sub = p_jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    jobs_sub.add_parser("list", help="the jobs and what they build")
+    p_run = jobs_sub.add_parser("run", help="run one job, or `all` in order")
+    p_run.add_argument("name", help="cost_analysis, service_patterns, anomaly_detection or all")
+    p_run.add_argument("--full", action="store_true", help="rebuild instead of refreshing")
+    p_run.add_argument(
+        "--mode",
+        choices=["train", "score", "both"],
+        default="score",
+        help="anomaly_detection: train, score (default) or both",
+    )
+    p_jobs.set_defaults(func=_jobs)
     return parser
 
 

@@ -43,6 +43,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_ES_INDEX": "elasticsearch.index",
     "LAKEHOUSE_INGEST_MAX_OFFSETS": "ingest.max_offsets_per_trigger",
     "LAKEHOUSE_INGEST_TRIGGER_S": "ingest.trigger_interval_s",
+    "LAKEHOUSE_MLFLOW_TRACKING_URI": "gold.mlflow_tracking_uri",
 }
 
 
@@ -108,6 +109,30 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class GoldConfig:
+    """Gold tables and the plan anomaly detectors (`lakehouse jobs run ...`)."""
+
+    # A service pair reaches gold.service_pairs when at least this share of live plans has both.
+    pair_min_support: float = 0.01
+    # The statistical baseline flags a plan when a cost's robust z-score within its plan type
+    # exceeds this (3.5 is Iglewicz and Hoaglin's cut-off for modified z-scores).
+    rule_z_threshold: float = 3.5
+    # The model flags this share of the training plans (its score threshold is that quantile).
+    contamination: float = 0.02
+    kmeans_k: int = 8
+    # CBLOF: clusters holding less than this share of plans are outliers, not normal groups.
+    small_cluster_share: float = 0.05
+    seed: int = 7
+    # Rate `lakehouse simulate` drew anomalies with: the labels the model is evaluated on.
+    label_anomaly_rate: float = 0.02
+    # Empty: a SQLite registry and artifact folder under <state_dir>/mlflow.
+    mlflow_tracking_uri: str = ""
+    mlflow_experiment: str = "plan-anomalies"
+    model_name: str = "plan_anomaly_detector"
+    model_alias: str = "champion"
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -136,6 +161,7 @@ class Config:
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    gold: GoldConfig = field(default_factory=GoldConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
     @property
@@ -200,6 +226,7 @@ def load_config(
     source = f"{base_file.name} + {env_file.name}"
     config = _build(Config, merged, prefix="", source=source)
     _check_ingest(config.ingest, source)
+    _check_gold(config.gold, source)
     return _resolve_local_paths(config)
 
 
@@ -217,6 +244,20 @@ def _check_ingest(ingest: IngestConfig, source: str) -> None:
             f"{source}: ingest.starting_offsets must be earliest or latest, "
             f"got {ingest.starting_offsets!r}"
         )
+
+
+def _check_gold(gold: GoldConfig, source: str) -> None:
+    for name in ("pair_min_support", "small_cluster_share", "label_anomaly_rate"):
+        if not 0.0 <= getattr(gold, name) <= 1.0:
+            raise ConfigError(f"{source}: gold.{name} must be a share between 0 and 1")
+    if not 0.0 < gold.contamination < 0.5:
+        raise ConfigError(f"{source}: gold.contamination must be > 0 and < 0.5")
+    if gold.rule_z_threshold <= 0:
+        raise ConfigError(f"{source}: gold.rule_z_threshold must be > 0")
+    if gold.kmeans_k < 2:
+        raise ConfigError(f"{source}: gold.kmeans_k must be >= 2")
+    if not gold.model_name or not gold.model_alias:
+        raise ConfigError(f"{source}: gold.model_name and gold.model_alias must not be empty")
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.java_gateway import ensure_callback_server_started
@@ -81,6 +82,9 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
     if config.spark.master.startswith("local"):
         # The driver, its block manager and the UI listen on loopback only in local mode.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers run this interpreter (the project's virtualenv), not whatever
+        # `python3` is first on PATH: UDFs import the same packages as the driver.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(config, app_name).items():
         builder = builder.config(key, value)

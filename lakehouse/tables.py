@@ -172,6 +172,114 @@ RECONCILIATION_REPORT = _struct(
     ("detail", StringType(), True),
 )
 
+# ------------------------------------------------------------------------------------------ gold
+# Costs are in dollars. No gold column holds a wall-clock time except where a row records when
+# something ran (scored_at, finished_at): a full rebuild and an incremental run give equal rows.
+
+# One row per live plan.
+GOLD_PLAN_COSTS = _struct(
+    ("plan_id", StringType(), False),
+    ("plan_version", LongType(), False),
+    ("org", StringType(), True),
+    ("plan_type", StringType(), True),
+    ("creation_date", DateType(), True),
+    # First day of the creation month.
+    ("creation_month", DateType(), True),
+    ("plan_deductible", DoubleType(), True),
+    ("plan_copay", DoubleType(), True),
+    # Planservice links, and distinct services among them (fewer when a service repeats).
+    ("service_count", IntegerType(), False),
+    ("distinct_service_count", IntegerType(), False),
+    # Sums over the plan's services (0 without services), and the dearest service copay.
+    ("services_deductible", DoubleType(), False),
+    ("services_copay", DoubleType(), False),
+    ("max_service_copay", DoubleType(), True),
+    # plan_deductible + plan_copay + services_copay; service deductibles are left out because
+    # most of them repeat the plan deductible. Null when a plan-level cost is missing.
+    ("total_cost", DoubleType(), True),
+    ("event_ts", TimestampType(), False),
+)
+
+# One row per (plan_type, org, creation_month) holding at least one live plan; key parts may be
+# null. *_mom_pct: change against the same group's previous calendar month, in percent (null
+# when that month has no plans or a zero mean).
+GOLD_COST_TRENDS = _struct(
+    ("plan_type", StringType(), True),
+    ("org", StringType(), True),
+    ("creation_month", DateType(), True),
+    ("plan_count", LongType(), False),
+    ("deductible_mean", DoubleType(), True),
+    ("deductible_median", DoubleType(), True),
+    ("deductible_p90", DoubleType(), True),
+    ("copay_mean", DoubleType(), True),
+    ("copay_median", DoubleType(), True),
+    ("copay_p90", DoubleType(), True),
+    ("total_cost_mean", DoubleType(), True),
+    ("total_cost_median", DoubleType(), True),
+    ("total_cost_p90", DoubleType(), True),
+    ("prev_month_plan_count", LongType(), True),
+    ("total_cost_mean_mom_pct", DoubleType(), True),
+    ("deductible_median_mom_pct", DoubleType(), True),
+)
+
+# One row per service linked by at least one live plan. Cost statistics are over its planservice
+# links (a plan linking a service twice counts twice there, once in plans_using).
+GOLD_SERVICE_PATTERNS = _struct(
+    ("service_id", StringType(), False),
+    ("service_name", StringType(), True),
+    ("plans_using", LongType(), False),
+    ("links", LongType(), False),
+    # plans_using / live plans
+    ("share_of_plans", DoubleType(), False),
+    ("copay_mean", DoubleType(), True),
+    ("copay_median", DoubleType(), True),
+    ("copay_p90", DoubleType(), True),
+    ("deductible_mean", DoubleType(), True),
+)
+
+# One row per unordered service pair (service_a < service_b) linked together by any live plan:
+# the exact co-occurrence counts gold.service_pairs is computed from, maintained incrementally.
+GOLD_SERVICE_PAIR_COUNTS = _struct(
+    ("service_a", StringType(), False),
+    ("service_b", StringType(), False),
+    ("plans_with_pair", LongType(), False),
+)
+
+# The frequent pairs: support >= gold.pair_min_support. Association-rule measures as FP-Growth
+# defines them: support = P(a and b), confidence_a_to_b = P(b | a), lift = P(a, b) / P(a)P(b).
+GOLD_SERVICE_PAIRS = _struct(
+    ("service_a", StringType(), False),
+    ("service_b", StringType(), False),
+    ("service_a_name", StringType(), True),
+    ("service_b_name", StringType(), True),
+    ("plans_with_pair", LongType(), False),
+    ("support", DoubleType(), False),
+    ("confidence_a_to_b", DoubleType(), False),
+    ("confidence_b_to_a", DoubleType(), False),
+    ("lift", DoubleType(), False),
+)
+
+# One row per scored live plan: both detectors' verdicts.
+GOLD_PLAN_ANOMALIES = _struct(
+    ("plan_id", StringType(), False),
+    ("plan_version", LongType(), False),
+    ("plan_type", StringType(), True),
+    ("org", StringType(), True),
+    # Baseline: the largest robust z-score among the plan's costs, and which cost it was.
+    ("rule_score", DoubleType(), True),
+    ("rule_feature", StringType(), True),
+    ("rule_flagged", BooleanType(), False),
+    # Model: distance to the nearest large KMeans cluster (CBLOF) over its threshold (>1 flags).
+    ("model_score", DoubleType(), True),
+    ("model_flagged", BooleanType(), False),
+    ("is_anomaly", BooleanType(), False),
+    # rule | model | rule+model, null when neither flags the plan.
+    ("flagged_by", StringType(), True),
+    ("model_name", StringType(), False),
+    ("model_version", StringType(), False),
+    ("scored_at", TimestampType(), False),
+)
+
 
 @dataclass(frozen=True)
 class Table:
@@ -196,6 +304,24 @@ SNAPSHOTS = Table("bronze.plan_snapshots", "bronze/plan_snapshots", BRONZE_PLAN_
 RECONCILIATION = Table("reports.reconciliation", "reports/reconciliation", RECONCILIATION_REPORT)
 
 SILVER_TABLES = (PLANS, PLAN_SERVICES, SERVICES, PLAN_HISTORY)
+
+PLAN_COSTS = Table("gold.plan_costs", "gold/plan_costs", GOLD_PLAN_COSTS)
+COST_TRENDS = Table("gold.cost_trends", "gold/cost_trends", GOLD_COST_TRENDS)
+SERVICE_PATTERNS = Table("gold.service_patterns", "gold/service_patterns", GOLD_SERVICE_PATTERNS)
+SERVICE_PAIR_COUNTS = Table(
+    "gold.service_pair_counts", "gold/service_pair_counts", GOLD_SERVICE_PAIR_COUNTS
+)
+SERVICE_PAIRS = Table("gold.service_pairs", "gold/service_pairs", GOLD_SERVICE_PAIRS)
+PLAN_ANOMALIES = Table("gold.plan_anomalies", "gold/plan_anomalies", GOLD_PLAN_ANOMALIES)
+
+GOLD_TABLES = (
+    PLAN_COSTS,
+    COST_TRENDS,
+    SERVICE_PATTERNS,
+    SERVICE_PAIR_COUNTS,
+    SERVICE_PAIRS,
+    PLAN_ANOMALIES,
+)
 
 # Checkpoints, relative to `config.checkpoint_root`: one per streaming query, never shared.
 BRONZE_CHECKPOINT = "bronze_plan_events"

@@ -39,9 +39,10 @@ class ApplyResult:
     plans_changed: int
 
 
-def apply_plan_events(events: DataFrame, config: Config) -> ApplyResult:
-    """Apply typed plan events (contract.to_plan_events layout) to the silver tables and the
-    search index. The caller should persist `events`; it is read several times."""
+def apply_plan_events(events: DataFrame, config: Config, search_index: bool = True) -> ApplyResult:
+    """Apply typed plan events (contract.to_plan_events layout) to the silver tables and (unless
+    `search_index` is false: benchmarks of silver and gold alone) the search index. The caller
+    should persist `events`; it is read several times."""
     spark = events.sparkSession
     event_count = events.count()
     if event_count == 0:
@@ -64,8 +65,9 @@ def apply_plan_events(events: DataFrame, config: Config) -> ApplyResult:
                 _merge_services(linked, config)
         finally:
             linked.unpersist()
-        with timer("search"):
-            search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
+        if search_index:
+            with timer("search"):
+                search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
         log.info("applied %d events: %s", event_count, timer)
         return ApplyResult(event_count, current.count(), plans_changed)
     finally:

@@ -34,6 +34,7 @@ __all__ = [
     "Change",
     "GeneratedPlan",
     "Service",
+    "anomaly_label",
     "anomaly_labels",
     "generate_plan",
     "iter_plans",
@@ -567,6 +568,21 @@ def anomaly_labels(
         raise ValueError(f"count must be >= 0, got {count}")
     for index in range(count):
         yield plan_id_for(seed, index), _draw_anomaly(_plan_rng(seed, index), anomaly_rate)
+
+
+_PLAN_ID_RE = re.compile(r"^plan-(-?\d+)-(\d{7,})$")
+
+
+def anomaly_label(plan_id: str, anomaly_rate: float = 0.02) -> str | None:
+    """The anomaly the generator injected into plan `plan_id` (None: a normal plan).
+
+    Raises ValueError for an id the generator did not make (see `plan_id_for`)."""
+    match = _PLAN_ID_RE.match(plan_id)
+    if match is None:
+        raise ValueError(f"{plan_id!r} is not a generated plan id (plan-<seed>-<index>)")
+    seed, index = int(match.group(1)), int(match.group(2))
+    _check_args(seed, index, anomaly_rate)
+    return _draw_anomaly(_plan_rng(seed, index), anomaly_rate)
 
 
 # -------------------------------------------------------------------------------------- changes

@@ -270,6 +270,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_ES_INDEX": ("plans-v2", "plans-v2"),
     "LAKEHOUSE_INGEST_MAX_OFFSETS": ("500", 500),
     "LAKEHOUSE_INGEST_TRIGGER_S": ("0.5", 0.5),
+    "LAKEHOUSE_MLFLOW_TRACKING_URI": ("http://mlflow.internal:5000", "http://mlflow.internal:5000"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
@@ -293,6 +294,8 @@ OVERRIDE_BASE = """\
     ingest:
       max_offsets_per_trigger: 100
       trigger_interval_s: 5
+    gold:
+      mlflow_tracking_uri: sqlite:////lake/mlflow.db
     """
 OVERRIDE_DEV = """\
     kafka:
@@ -745,6 +748,23 @@ def test_extra_conf_non_scalar_value_is_an_error(tmp_path: Path, value: str) -> 
     ],
 )
 def test_bad_ingest_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fix"),
+    [
+        ("gold:\n  pair_min_support: 1.5\n", "gold.pair_min_support must be a share"),
+        ("gold:\n  contamination: 0\n", "gold.contamination must be > 0 and < 0.5"),
+        ("gold:\n  contamination: 0.7\n", "gold.contamination must be > 0 and < 0.5"),
+        ("gold:\n  kmeans_k: 1\n", "gold.kmeans_k must be >= 2"),
+        ("gold:\n  rule_z_threshold: -1\n", "gold.rule_z_threshold must be > 0"),
+        ("gold:\n  model_alias: ''\n", "must not be empty"),
+        ("gold:\n  kmeans_k: eight\n", "gold.kmeans_k must be an integer"),
+    ],
+)
+def test_bad_gold_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fix)):
         load(write_conf(tmp_path, base="", dev=yaml_text))
 

@@ -16,8 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from chispa import assert_basic_rows_equality
-from chispa.schema_comparer import assert_schema_equality
+from frames import assert_frames_equal
 from plan_samples import Doc, cost_share, plan_service
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -249,16 +248,6 @@ def _plans(spark: SparkSession, events: list[tuple]) -> DataFrame:
     return spark.createDataFrame([_plan_row(e) for e in events], SILVER_PLANS)
 
 
-def _assert_frames_equal(actual: DataFrame, expected: DataFrame) -> None:
-    """Whole-frame equality, chispa-style, rows in any order: the same schema (nullability
-    aside: the library leaves it to Spark) and the same rows of all columns, sorted on the
-    driver (a Spark sort per frame would cost several jobs on these tiny frames)."""
-    assert_schema_equality(actual.schema, expected.schema, ignore_nullable=True)
-    assert_basic_rows_equality(
-        sorted(actual.collect(), key=repr), sorted(expected.collect(), key=repr)
-    )
-
-
 def _assert_stamped(frame: DataFrame, column: str) -> DataFrame:
     """`frame` without `column` (a current_timestamp() stamp) and without the rows where it is
     null, so the whole-frame comparison that follows fails unless every row is stamped."""
@@ -373,7 +362,7 @@ def test_check_contract_sets_reason_and_detail_on_every_record(
         ],
         CHECKED_REASONS,
     )
-    _assert_frames_equal(checked.select(*CHECKED_REASONS.fieldNames()), expected)
+    assert_frames_equal(checked.select(*CHECKED_REASONS.fieldNames()), expected)
 
 
 def test_to_quarantine_keeps_each_malformed_record_with_its_reason_and_position(
@@ -397,7 +386,7 @@ def test_to_quarantine_keeps_each_malformed_record_with_its_reason_and_position(
         ],
         _without(QUARANTINE_PLAN_EVENTS, "quarantined_at"),
     )
-    _assert_frames_equal(_assert_stamped(quarantine, "quarantined_at"), expected)
+    assert_frames_equal(_assert_stamped(quarantine, "quarantined_at"), expected)
 
 
 def test_to_plan_events_types_the_valid_records(spark: SparkSession, checked: DataFrame) -> None:
@@ -413,7 +402,7 @@ def test_to_plan_events_types_the_valid_records(spark: SparkSession, checked: Da
         ],
         PLAN_EVENT,
     )
-    _assert_frames_equal(events, expected)
+    assert_frames_equal(events, expected)
 
 
 def test_to_plan_events_doc_is_canonical_json_of_the_document(checked: DataFrame) -> None:
@@ -452,9 +441,9 @@ def test_contract_on_an_empty_batch(spark: SparkSession) -> None:
     expected_quarantine = spark.createDataFrame(
         [], _without(QUARANTINE_PLAN_EVENTS, "quarantined_at")
     )
-    _assert_frames_equal(quarantine, expected_quarantine)
+    assert_frames_equal(quarantine, expected_quarantine)
     events = contract.to_plan_events(checked)
-    _assert_frames_equal(events, spark.createDataFrame([], PLAN_EVENT))
+    assert_frames_equal(events, spark.createDataFrame([], PLAN_EVENT))
 
 
 # --- silver: latest_per_plan, to_plan_rows
@@ -507,12 +496,12 @@ def test_latest_per_plan_keeps_the_highest_version(spark: SparkSession, reverse:
         ],
         PLAN_EVENT,
     )
-    _assert_frames_equal(silver.latest_per_plan(frame), expected)
+    assert_frames_equal(silver.latest_per_plan(frame), expected)
 
 
 def test_latest_per_plan_of_nothing_is_empty(spark: SparkSession) -> None:
     empty = spark.createDataFrame([], PLAN_EVENT)
-    _assert_frames_equal(silver.latest_per_plan(empty), empty)
+    assert_frames_equal(silver.latest_per_plan(empty), empty)
 
 
 def test_to_plan_rows_writes_live_plans_and_tombstones(spark: SparkSession) -> None:
@@ -535,7 +524,7 @@ def test_to_plan_rows_writes_live_plans_and_tombstones(spark: SparkSession) -> N
         ],
         _without(SILVER_PLANS, "updated_at"),
     )  # fmt: skip
-    _assert_frames_equal(_assert_stamped(rows, "updated_at"), expected)
+    assert_frames_equal(_assert_stamped(rows, "updated_at"), expected)
 
 
 # --- silver: to_history_rows, history_validity
@@ -584,13 +573,13 @@ def test_to_history_rows_one_open_row_per_version(spark: SparkSession) -> None:
         ],
         _without(SILVER_PLAN_HISTORY, "recorded_at"),
     )
-    _assert_frames_equal(_assert_stamped(history, "recorded_at"), expected)
+    assert_frames_equal(_assert_stamped(history, "recorded_at"), expected)
 
 
 def test_to_history_rows_of_nothing_is_empty(spark: SparkSession) -> None:
     history = silver.to_history_rows(spark.createDataFrame([], PLAN_EVENT)).drop("recorded_at")
     expected = spark.createDataFrame([], _without(SILVER_PLAN_HISTORY, "recorded_at"))
-    _assert_frames_equal(history, expected)
+    assert_frames_equal(history, expected)
 
 
 VALIDITY = _schema(
@@ -618,7 +607,7 @@ def test_history_validity_a_late_version_closes_its_predecessor(spark: SparkSess
         ],
         VALIDITY,
     )
-    _assert_frames_equal(validity, expected)
+    assert_frames_equal(validity, expected)
 
     # v2 arrives late: v1 now ends where v2 starts, and v2 where v3 starts.
     late = [*before, _history_row("plan-a", 2, "u", T0 + 20, _doc_v("plan-a", 2))]
@@ -632,7 +621,7 @@ def test_history_validity_a_late_version_closes_its_predecessor(spark: SparkSess
         ],
         VALIDITY,
     )
-    _assert_frames_equal(validity, expected)
+    assert_frames_equal(validity, expected)
 
 
 def test_history_validity_over_duplicated_deleted_and_recreated_events(
@@ -658,13 +647,13 @@ def test_history_validity_over_duplicated_deleted_and_recreated_events(
         ],
         VALIDITY,
     )
-    _assert_frames_equal(validity, expected)
+    assert_frames_equal(validity, expected)
 
 
 def test_history_validity_of_nothing_is_empty(spark: SparkSession) -> None:
     empty = spark.createDataFrame([], SILVER_PLAN_HISTORY)
     expected = spark.createDataFrame([], VALIDITY)
-    _assert_frames_equal(silver.history_validity(empty), expected)
+    assert_frames_equal(silver.history_validity(empty), expected)
 
 
 # --- silver: linked_services, to_plan_service_rows, plan_service_changes, to_service_rows
@@ -694,13 +683,13 @@ def _linked_rows() -> list[tuple]:
 def test_linked_services_one_row_per_plan_service_of_live_plans(spark: SparkSession) -> None:
     linked = silver.linked_services(_plans(spark, _services_plans()))
     expected = spark.createDataFrame(_linked_rows(), LINKED)
-    _assert_frames_equal(linked, expected)
+    assert_frames_equal(linked, expected)
 
 
 def test_linked_services_of_tombstones_only_is_empty(spark: SparkSession) -> None:
     tombstones = _plans(spark, [_event("plan-c", 2, "d", T0 + 40, None, 0, 7)])
     expected = spark.createDataFrame([], LINKED)
-    _assert_frames_equal(silver.linked_services(tombstones), expected)
+    assert_frames_equal(silver.linked_services(tombstones), expected)
 
 
 def test_to_plan_service_rows_layout(spark: SparkSession) -> None:
@@ -713,7 +702,7 @@ def test_to_plan_service_rows_layout(spark: SparkSession) -> None:
         ],
         _without(SILVER_PLAN_SERVICES, "updated_at"),
     )
-    _assert_frames_equal(_assert_stamped(rows, "updated_at"), expected)
+    assert_frames_equal(_assert_stamped(rows, "updated_at"), expected)
 
 
 def _plan_service_row(
@@ -753,7 +742,7 @@ def test_plan_service_changes_deletes_unlinked_and_deleted_plan_rows(spark: Spar
         ],
         PLAN_SERVICE_CHANGE,
     )
-    _assert_frames_equal(_assert_stamped(changes, "updated_at"), expected)
+    assert_frames_equal(_assert_stamped(changes, "updated_at"), expected)
 
 
 def test_plan_service_changes_with_nothing_existing_inserts_everything(
@@ -768,11 +757,11 @@ def test_plan_service_changes_with_nothing_existing_inserts_everything(
         [("plan-a", "ps-a1", "svc-1", "Checkup", "example.com", 10.0, 0.0, 1, False)],
         PLAN_SERVICE_CHANGE,
     )
-    _assert_frames_equal(changes, expected)
+    assert_frames_equal(changes, expected)
 
     both_empty = silver.plan_service_changes(existing, existing).drop("updated_at")
     expected = spark.createDataFrame([], PLAN_SERVICE_CHANGE)
-    _assert_frames_equal(both_empty, expected)
+    assert_frames_equal(both_empty, expected)
 
 
 def test_to_service_rows_the_latest_name_wins(spark: SparkSession) -> None:
@@ -805,7 +794,7 @@ def test_to_service_rows_the_latest_name_wins(spark: SparkSession) -> None:
         ),
     )
     rows = _assert_stamped(silver.to_service_rows(linked), "updated_at")
-    _assert_frames_equal(rows, expected)
+    assert_frames_equal(rows, expected)
 
 
 # --- search: to_search_documents, to_search_deletes
@@ -831,7 +820,7 @@ def test_to_search_documents_indexes_live_plans_only(spark: SparkSession) -> Non
         ],
         SEARCH_DOCUMENT,
     )  # fmt: skip
-    _assert_frames_equal(documents.drop("indexed_at"), expected)
+    assert_frames_equal(documents.drop("indexed_at"), expected)
 
 
 def test_to_search_documents_keeps_the_date_text_and_event_millis(spark: SparkSession) -> None:
@@ -845,22 +834,22 @@ def test_to_search_documents_keeps_the_date_text_and_event_millis(spark: SparkSe
         SEARCH_DOCUMENT,
     )  # fmt: skip
     documents = search.to_search_documents(plans).drop("indexed_at")
-    _assert_frames_equal(documents, expected)
+    assert_frames_equal(documents, expected)
 
 
 def test_to_search_deletes_lists_tombstones_only(spark: SparkSession) -> None:
     plans = _plans(spark, [*_services_plans(), _event("plan-d", 9, "d", T0 + 90, None, 1, 1)])
     expected = spark.createDataFrame([("plan-c", 2), ("plan-d", 9)], SEARCH_DELETE)
-    _assert_frames_equal(search.to_search_deletes(plans), expected)
+    assert_frames_equal(search.to_search_deletes(plans), expected)
 
 
 def test_search_transforms_of_nothing_are_empty(spark: SparkSession) -> None:
     empty = spark.createDataFrame([], SILVER_PLANS)
-    _assert_frames_equal(
+    assert_frames_equal(
         search.to_search_documents(empty).drop("indexed_at"),
         spark.createDataFrame([], SEARCH_DOCUMENT),
     )
-    _assert_frames_equal(search.to_search_deletes(empty), spark.createDataFrame([], SEARCH_DELETE))
+    assert_frames_equal(search.to_search_deletes(empty), spark.createDataFrame([], SEARCH_DELETE))
 
 
 # --- snapshot: to_snapshot_rows, snapshot_events, reconcile
@@ -930,13 +919,13 @@ def test_to_snapshot_rows_from_stored_plans(spark: SparkSession) -> None:
         ],
         BRONZE_PLAN_SNAPSHOTS,
     )
-    _assert_frames_equal(rows, expected)
+    assert_frames_equal(rows, expected)
 
 
 def test_to_snapshot_rows_of_an_empty_store_is_empty(spark: SparkSession) -> None:
     rows = to_snapshot_rows(spark.createDataFrame([], STORED_PLAN), "snap-1", SNAPSHOT_TS)
     expected = spark.createDataFrame([], BRONZE_PLAN_SNAPSHOTS)
-    _assert_frames_equal(rows, expected)
+    assert_frames_equal(rows, expected)
 
 
 def test_snapshot_events_read_live_plans_as_r_and_tombstones_as_d(spark: SparkSession) -> None:
@@ -956,12 +945,12 @@ def test_snapshot_events_read_live_plans_as_r_and_tombstones_as_d(spark: SparkSe
         ],
         PLAN_EVENT,
     )
-    _assert_frames_equal(snapshot_events(snapshot), expected)
+    assert_frames_equal(snapshot_events(snapshot), expected)
 
 
 def test_snapshot_events_of_nothing_is_empty(spark: SparkSession) -> None:
     events = snapshot_events(spark.createDataFrame([], BRONZE_PLAN_SNAPSHOTS))
-    _assert_frames_equal(events, spark.createDataFrame([], PLAN_EVENT))
+    assert_frames_equal(events, spark.createDataFrame([], PLAN_EVENT))
 
 
 def test_reconcile_one_row_per_kind_of_difference(spark: SparkSession) -> None:
@@ -1005,7 +994,7 @@ def test_reconcile_one_row_per_kind_of_difference(spark: SparkSession) -> None:
         ],
         RECONCILE_ROW,
     )  # fmt: skip
-    _assert_frames_equal(reconcile(snapshot, plans), expected)
+    assert_frames_equal(reconcile(snapshot, plans), expected)
 
 
 def test_reconcile_agreeing_plans_produce_no_row(spark: SparkSession) -> None:
@@ -1028,7 +1017,7 @@ def test_reconcile_agreeing_plans_produce_no_row(spark: SparkSession) -> None:
             _event("deleted-in-silver-only", 7, "d", T0, None),
         ],
     )
-    _assert_frames_equal(reconcile(snapshot, plans), spark.createDataFrame([], RECONCILE_ROW))
+    assert_frames_equal(reconcile(snapshot, plans), spark.createDataFrame([], RECONCILE_ROW))
 
 
 def test_stream_and_snapshot_of_the_same_state_reconcile_cleanly(
@@ -1047,7 +1036,7 @@ def test_stream_and_snapshot_of_the_same_state_reconcile_cleanly(
         STORED_PLAN,
     )
     differences = reconcile(to_snapshot_rows(store, "snap-2", SNAPSHOT_TS), plans)
-    _assert_frames_equal(differences, spark.createDataFrame([], RECONCILE_ROW))
+    assert_frames_equal(differences, spark.createDataFrame([], RECONCILE_ROW))
 
 
 # --- stream: to_bronze_rows, _offsets, _kafka_lag
@@ -1071,7 +1060,7 @@ def test_to_bronze_rows_keeps_the_raw_record(spark: SparkSession) -> None:
         _without(BRONZE_PLAN_EVENTS, "ingested_at"),
     )
     rows = _assert_stamped(to_bronze_rows(records), "ingested_at")
-    _assert_frames_equal(rows, expected)
+    assert_frames_equal(rows, expected)
 
 
 @pytest.mark.parametrize(

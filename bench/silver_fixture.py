@@ -1,0 +1,93 @@
+"""Silver at scale without the operational path: generated plans written straight to silver.
+
+Loading 100k plans through FerretDB, Kafka and the stream takes the better part of an hour on
+two cores; gold benchmarks need silver, not the path to it. Documents come from the same
+generator `lakehouse simulate` uses and go through the same silver apply (`apply_plan_events`,
+version-guarded MERGEs, plan_services and services), only without Kafka and Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from lakehouse.config import Config
+from lakehouse.ingest.apply import ApplyResult, apply_plan_events, ensure_silver_tables
+from lakehouse.ingest.contract import with_plan_columns
+from lakehouse.plans.generator import generate_plan, iter_plans, plan_id_for, random_change
+from lakehouse.tables import PLAN_DOCUMENT
+
+_EVENT_SCHEMA = "plan_id string, version long, op string, ts_ms long, doc string"
+
+
+def _apply(spark: SparkSession, config: Config, rows: Iterable[dict]) -> ApplyResult:
+    with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
+        path = Path(folder) / "events.jsonl"
+        with path.open("w") as out:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+        raw = spark.read.schema(_EVENT_SCHEMA).json(str(path))
+        events = with_plan_columns(
+            raw.select(
+                "plan_id",
+                "version",
+                "op",
+                F.lit(None).cast("string").alias("event_id"),
+                F.timestamp_millis("ts_ms").alias("event_ts"),
+                F.from_json("doc", PLAN_DOCUMENT).alias("plan"),
+                F.lit(None).cast("int").alias("kafka_partition"),
+                F.lit(None).cast("long").alias("kafka_offset"),
+            )
+        ).persist()
+        try:
+            return apply_plan_events(events, config, search_index=False)
+        finally:
+            events.unpersist()
+
+
+def load_plans(spark: SparkSession, config: Config, seed: int, plans: int) -> ApplyResult:
+    """Plans 0..plans-1 of `seed`, version 1, into silver (tables created if missing)."""
+    ensure_silver_tables(spark, config)
+    now = int(time.time() * 1000)
+    rows = (
+        {
+            "plan_id": g.doc["objectId"],
+            "version": 1,
+            "op": "c",
+            "ts_ms": now,
+            "doc": json.dumps(g.doc),
+        }
+        for g in iter_plans(seed, plans)
+    )
+    return _apply(spark, config, rows)
+
+
+def change_plans(
+    spark: SparkSession, config: Config, seed: int, plans: int, fraction: float, version: int
+) -> ApplyResult:
+    """Change `fraction` of the plans (9 in 10 replaced with a re-priced document that adds or
+    drops services, 1 in 10 deleted) as events of `version`, which must be above every earlier
+    version. Documents are derived from each plan's generated form."""
+    rng = random.Random(f"{seed}:changes:{version}")
+    chosen = rng.sample(range(plans), max(1, round(plans * fraction)))
+    now = int(time.time() * 1000)
+
+    def rows() -> Iterable[dict]:
+        for index in chosen:
+            plan_id = plan_id_for(seed, index)
+            if rng.random() < 0.1:
+                yield {"plan_id": plan_id, "version": version, "op": "d", "ts_ms": now, "doc": None}
+                continue
+            current = generate_plan(seed, index).doc
+            change = random_change(rng, current, weights=(0.0, 1.0, 0.0))
+            doc = json.dumps(change.document)
+            yield {"plan_id": plan_id, "version": version, "op": "u", "ts_ms": now, "doc": doc}
+
+    return _apply(spark, config, rows())

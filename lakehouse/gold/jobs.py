@@ -1,0 +1,116 @@
+"""The gold batch jobs by name, as `jobs/*.py`, `jobs/run_all_jobs.sh` and `lakehouse jobs run`
+run them. Each job prints one line per table it refreshed and returns an exit status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from lakehouse.config import Config
+from lakehouse.gold import detection, maintain
+
+ANOMALY_MODES = ("train", "score")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    full: bool = False
+    # anomaly_detection only: train, score, or both in that order.
+    modes: tuple[str, ...] = ("score",)
+
+
+Job = Callable[[SparkSession, Config, JobOptions], None]
+
+
+def cost_analysis(spark: SparkSession, config: Config, options: JobOptions) -> None:
+    """gold.plan_costs, then gold.cost_trends (computed from it)."""
+    print(maintain.refresh_plan_costs(spark, config, options.full).render(), flush=True)
+    print(maintain.refresh_cost_trends(spark, config, options.full).render(), flush=True)
+
+
+def service_patterns(spark: SparkSession, config: Config, options: JobOptions) -> None:
+    """gold.service_pair_counts, gold.service_patterns and gold.service_pairs."""
+    for refresh in maintain.refresh_service_tables(spark, config, options.full):
+        print(refresh.render(), flush=True)
+
+
+def anomaly_detection(spark: SparkSession, config: Config, options: JobOptions) -> None:
+    """Train (and maybe promote) the detector, and/or score gold.plan_anomalies."""
+    if "train" in options.modes:
+        print(detection.train(spark, config).render(config), flush=True)
+    if "score" in options.modes:
+        print(detection.refresh_plan_anomalies(spark, config, options.full).render(), flush=True)
+
+
+JOBS: dict[str, Job] = {
+    "cost_analysis": cost_analysis,
+    "service_patterns": service_patterns,
+    "anomaly_detection": anomaly_detection,
+}
+
+# `all` (and jobs/run_all_jobs.sh): cost analysis first, as scoring reads gold.plan_costs.
+ALL: tuple[tuple[str, JobOptions], ...] = (
+    ("cost_analysis", JobOptions()),
+    ("service_patterns", JobOptions()),
+    ("anomaly_detection", JobOptions(modes=("train", "score"))),
+)
+
+
+def run(spark: SparkSession, config: Config, name: str, options: JobOptions) -> int:
+    """Run job `name` (or `all`, in order, stopping at the first failure). 0 when done;
+    a GoldError (missing input, no model) is printed and gives 1."""
+    import sys
+
+    steps = (
+        [(job, JobOptions(full=options.full, modes=o.modes)) for job, o in ALL]
+        if name == "all"
+        else [(name, options)]
+    )
+    for job, job_options in steps:
+        if job not in JOBS:
+            print(f"unknown job {job!r}; known: {', '.join([*JOBS, 'all'])}", file=sys.stderr)
+            return 2
+        print(f"== {job}", flush=True)
+        try:
+            JOBS[job](spark, config, job_options)
+        except maintain.GoldError as exc:
+            print(f"{job}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def parse_modes(mode: str) -> tuple[str, ...]:
+    """--mode train | score | both -> the modes to run, in order."""
+    return ANOMALY_MODES if mode == "both" else (mode,)
+
+
+def submit_main(name: str, argv: list[str] | None = None) -> int:
+    """The body of jobs/<name>.py (spark-submit): parse arguments, run, exit status
+    (0 done, 1 failed with a message, 2 bad arguments or configuration)."""
+    import argparse
+    import sys
+
+    from lakehouse.config import ConfigError, load_config
+    from lakehouse.spark import build_spark, stop_spark
+
+    parser = argparse.ArgumentParser(prog=f"jobs/{name}.py", description=JOBS[name].__doc__)
+    parser.add_argument("--env", help="configuration environment (default $LAKEHOUSE_ENV or local)")
+    parser.add_argument("--full", action="store_true", help="rebuild instead of refreshing")
+    if name == "anomaly_detection":
+        parser.add_argument(
+            "--mode", choices=[*ANOMALY_MODES, "both"], default="score", help="default: score"
+        )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.env)
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    modes = parse_modes(args.mode) if name == "anomaly_detection" else ("score",)
+    spark = build_spark(config, app_name=f"lakehouse-{name.replace('_', '-')}")
+    try:
+        return run(spark, config, name, JobOptions(full=args.full, modes=modes))
+    finally:
+        stop_spark(spark)

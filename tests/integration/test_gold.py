@@ -1,0 +1,282 @@
+"""Gold jobs end to end: `simulate` writes plans through the real store and broker, `ingest
+--once` builds silver, the jobs build gold; the figures must match an independent computation
+from the source documents, an incremental run must equal a full rebuild, a repeated run must
+commit nothing, and the anomaly model must be tracked and served through the MLflow registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics
+import subprocess
+from collections import Counter
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import drop_database, env_for, isolated_lakehouse
+
+from lakehouse import io
+from lakehouse.config import PROJECT_ROOT, Config
+from lakehouse.gold import detection, jobs, maintain
+from lakehouse.ingest.operations import ingest
+from lakehouse.plans.generator import generate_plan, random_change
+from lakehouse.plans.simulate import simulate
+from lakehouse.plans.store import PlanStore
+from lakehouse.tables import (
+    COST_TRENDS,
+    GOLD_TABLES,
+    PLAN_ANOMALIES,
+    PLAN_COSTS,
+    SERVICE_PAIR_COUNTS,
+    SERVICE_PATTERNS,
+)
+
+pytestmark = pytest.mark.usefixtures("local_stack")
+
+SEED = 61
+PLANS = 120
+
+
+def _gold_lake(config: Config, tmp_path: Path, name: str) -> Config:
+    lake = isolated_lakehouse(config, str(tmp_path / "warehouse"), name)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return dataclasses.replace(lake, gold=dataclasses.replace(lake.gold, mlflow_tracking_uri=uri))
+
+
+# --- the independent computation: plain Python over the documents the store holds
+
+
+def _date(text: str) -> date:
+    month, day, year = (int(part) for part in text.split("-"))
+    return date(year, month, day)
+
+
+def _expected_plan_costs(docs: list[dict[str, Any]]) -> list[tuple]:
+    rows = []
+    for doc in docs:
+        items = doc["linkedPlanServices"]
+        copays = [float(i["planserviceCostShares"]["copay"]) for i in items]
+        deductibles = [float(i["planserviceCostShares"]["deductible"]) for i in items]
+        deductible = float(doc["planCostShares"]["deductible"])
+        copay = float(doc["planCostShares"]["copay"])
+        rows.append(
+            (doc["objectId"], doc["_org"], doc["planType"], _date(doc["creationDate"]),
+             deductible, copay, len(items), len({i["linkedService"]["objectId"] for i in items}),
+             sum(deductibles), sum(copays), max(copays) if copays else None,
+             deductible + copay + sum(copays))
+        )  # fmt: skip
+    return sorted(rows)
+
+
+def _expected_trends(docs: list[dict[str, Any]]) -> list[tuple]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for doc in docs:
+        created = _date(doc["creationDate"])
+        key = (doc["planType"], doc["_org"], date(created.year, created.month, 1))
+        groups.setdefault(key, []).append(doc)
+    rows = []
+    for key, members in groups.items():
+        totals = [
+            float(d["planCostShares"]["deductible"]) + float(d["planCostShares"]["copay"])
+            + sum(float(i["planserviceCostShares"]["copay"]) for i in d["linkedPlanServices"])
+            for d in members
+        ]  # fmt: skip
+        deductibles = [float(d["planCostShares"]["deductible"]) for d in members]
+        rows.append((*key, len(members), _round(statistics.fmean(totals)),
+                     _round(statistics.median(deductibles))))  # fmt: skip
+    return sorted(rows)
+
+
+def _round(value: float) -> float:
+    """Spark's round(): half up, not Python's half to even."""
+    return float(Decimal(repr(value)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+
+
+def _service_sets(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
+    return {
+        d["objectId"]: {i["linkedService"]["objectId"] for i in d["linkedPlanServices"]}
+        for d in docs
+    }
+
+
+def _assert_gold_matches_documents(spark, lake: Config, store: PlanStore) -> None:
+    docs = list(store.iter_live())
+    plan_costs = io.read_table(spark, lake, PLAN_COSTS)
+    actual = sorted(
+        tuple(r) for r in plan_costs.drop("plan_version", "creation_month", "event_ts").collect()
+    )
+    assert actual == _expected_plan_costs(docs)
+    versions = {r["plan_id"]: r["plan_version"] for r in plan_costs.collect()}
+    assert versions == {d["objectId"]: store.version(d["objectId"]) for d in docs}
+
+    trends = io.read_table(spark, lake, COST_TRENDS).select(
+        "plan_type", "org", "creation_month", "plan_count", "total_cost_mean", "deductible_median"
+    )
+    assert sorted(tuple(r) for r in trends.collect()) == _expected_trends(docs)
+
+    sets = _service_sets(docs)
+    using = Counter(s for services in sets.values() for s in services)
+    patterns = io.read_table(spark, lake, SERVICE_PATTERNS).collect()
+    assert {r["service_id"]: r["plans_using"] for r in patterns} == dict(using)
+    pairs = Counter(p for services in sets.values() for p in combinations(sorted(services), 2))
+    counted = io.read_table(spark, lake, SERVICE_PAIR_COUNTS).collect()
+    assert {(r["service_a"], r["service_b"]): r["plans_with_pair"] for r in counted} == dict(pairs)
+
+
+def _gold_content(spark, lake: Config) -> dict[str, list[tuple]]:
+    return {
+        t.name: sorted(
+            (tuple(r) for r in io.read_table(spark, lake, t).drop("scored_at").collect()), key=repr
+        )
+        for t in GOLD_TABLES
+    }
+
+
+def _gold_versions(spark, lake: Config) -> dict[str, int]:
+    return {t.name: maintain.current_version(spark, lake, t) for t in GOLD_TABLES}
+
+
+def _change_some_plans(store: PlanStore, rng: random.Random) -> None:
+    """A small nightly increment: re-pricings and service changes, deletes and a new plan."""
+    live = sorted(d["objectId"] for d in store.iter_live())
+    chosen = rng.sample(live, 12)
+    for plan_id in chosen[:9]:
+        current = store.get(plan_id)
+        assert current is not None
+        change = random_change(rng, current, weights=(0.6, 0.4, 0.0))
+        if change.kind == "replace":
+            assert change.document is not None
+            store.replace(plan_id, change.document)
+        else:
+            assert change.patch is not None
+            store.patch(plan_id, change.patch)
+    for plan_id in chosen[9:]:
+        store.delete(plan_id)
+    store.create(generate_plan(SEED, PLANS + 5).doc)
+    store.flush()
+
+
+def test_gold_matches_the_documents_and_incremental_equals_full(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    lake = _gold_lake(config, tmp_path, "gold")
+    try:
+        with PlanStore.open(lake, batch_size=50) as store:
+            simulate(store, plans=PLANS, changes=80, seed=SEED)
+            assert ingest(spark, lake, once=True) == 0
+            assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
+            _assert_gold_matches_documents(spark, lake, store)
+
+            _change_some_plans(store, random.Random(SEED))
+            assert ingest(spark, lake, once=True) == 0
+            assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
+            _assert_gold_matches_documents(spark, lake, store)
+        for table in GOLD_TABLES[:-1]:  # anomalies: scored, not derived from silver directly
+            assert maintain.read_watermark(spark, lake, table) is not None, table.name
+        incremental = _gold_content(spark, lake)
+        versions = _gold_versions(spark, lake)
+
+        # The same increment again: every table is up to date and nothing is committed.
+        assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
+        assert _gold_versions(spark, lake) == versions
+
+        # A full rebuild gives the same rows.
+        assert jobs.run(spark, lake, "all", jobs.JobOptions(full=True)) == 0
+        assert _gold_content(spark, lake) == incremental
+    finally:
+        drop_database(lake)
+
+
+def test_anomaly_model_is_tracked_registered_and_served_by_alias(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    lake = _gold_lake(config, tmp_path, "anomaly")
+    try:
+        with PlanStore.open(lake, batch_size=50) as store:
+            simulate(store, plans=PLANS, changes=20, seed=SEED + 1)
+        assert ingest(spark, lake, once=True) == 0
+        assert jobs.run(spark, lake, "cost_analysis", jobs.JobOptions()) == 0
+
+        # Scoring before any model exists fails with the way out.
+        with pytest.raises(maintain.GoldError, match="--mode train"):
+            detection.refresh_plan_anomalies(spark, lake)
+
+        first = detection.train(spark, lake)
+        assert (first.model_version, first.promoted, first.champion_f1) == ("1", True, None)
+        mlflow, client = detection._mlflow(lake)
+        run = client.get_run(first.run_id)
+        for prefix in ("model", "rule"):
+            for metric in ("precision", "recall", "f1"):
+                assert (
+                    run.data.metrics[f"{prefix}_{metric}"]
+                    == first.evaluation.metrics[f"{prefix}_{metric}"]
+                )
+        live_plans = io.read_table(spark, lake, PLAN_COSTS).count()
+        assert run.data.metrics["labelled_plans"] == live_plans == first.plans
+        assert run.data.params["kmeans_k"] == str(lake.gold.kmeans_k)
+        alias = client.get_model_version_by_alias(lake.gold.model_name, lake.gold.model_alias)
+        assert (str(alias.version), alias.run_id) == ("1", first.run_id)
+
+        # The same data and seed cannot beat the champion: registered, not promoted.
+        second = detection.train(spark, lake)
+        assert (second.model_version, second.promoted) == ("2", False)
+        assert second.champion_f1 == first.evaluation.metrics["model_f1"]
+        version_two = client.get_model_version(lake.gold.model_name, "2")
+        assert version_two.tags["promoted"] == "false"
+        alias = client.get_model_version_by_alias(lake.gold.model_name, lake.gold.model_alias)
+        assert str(alias.version) == "1"
+
+        scored = detection.refresh_plan_anomalies(spark, lake)
+        assert scored.mode == "full"
+        anomalies = io.read_table(spark, lake, PLAN_ANOMALIES).collect()
+        live = io.read_table(spark, lake, PLAN_COSTS).select("plan_id", "plan_version").collect()
+        assert sorted((r["plan_id"], r["plan_version"]) for r in anomalies) == sorted(
+            (r["plan_id"], r["plan_version"]) for r in live
+        )
+        assert {(r["model_name"], r["model_version"]) for r in anomalies} == {
+            (lake.gold.model_name, "1")
+        }
+        flagged = Counter(r["flagged_by"] for r in anomalies if r["is_anomaly"])
+        tp_fp = first.evaluation.metrics["model_tp"] + first.evaluation.metrics["model_fp"]
+        assert flagged["model"] + flagged["rule+model"] == tp_fp
+        assert detection.refresh_plan_anomalies(spark, lake).mode == "up-to-date"
+    finally:
+        drop_database(lake)
+
+
+def test_run_all_jobs_script_builds_gold_and_fails_clearly_without_silver(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    """The operator's path: jobs/run_all_jobs.sh with spark-submit, then a broken setup."""
+    lake = _gold_lake(config, tmp_path, "runall")
+    script = str(PROJECT_ROOT / "jobs" / "run_all_jobs.sh")
+    env = {**env_for(lake), "LAKEHOUSE_MLFLOW_TRACKING_URI": lake.gold.mlflow_tracking_uri}
+    try:
+        missing = subprocess.run(
+            [script], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+        )
+        assert missing.returncode == 1, missing.stdout[-2000:] + missing.stderr[-2000:]
+        # spark-submit merges the Python driver's stderr into its stdout
+        assert "cost_analysis: silver.plans does not exist" in missing.stdout + missing.stderr
+        assert "run_all_jobs: " in missing.stderr and "cost_analysis.py failed" in missing.stderr
+
+        with PlanStore.open(lake, batch_size=50) as store:
+            simulate(store, plans=PLANS, changes=10, seed=SEED + 2)
+        assert ingest(spark, lake, once=True) == 0
+        done = subprocess.run(
+            [script], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "gold.plan_costs: full" in done.stdout
+        assert f"registered {lake.gold.model_name} v1 as @champion" in done.stdout
+        assert "gold.plan_anomalies: full" in done.stdout
+        scored = io.read_table(spark, lake, PLAN_ANOMALIES).select("plan_id", "plan_version")
+        live = io.read_table(spark, lake, PLAN_COSTS).select("plan_id", "plan_version")
+        assert sorted(scored.collect()) == sorted(live.collect())
+    finally:
+        drop_database(lake)
