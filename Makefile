@@ -55,6 +55,7 @@ demo: setup
 	$(BIN)/lakehouse ingest --once
 	$(BIN)/lakehouse snapshot
 	$(BIN)/lakehouse reconcile
+	$(BIN)/lakehouse jobs run all
 
 test: setup
 	$(BIN)/ruff check .

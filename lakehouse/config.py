@@ -125,6 +125,8 @@ class GoldConfig:
     seed: int = 7
     # Rate `lakehouse simulate` drew anomalies with: the labels the model is evaluated on.
     label_anomaly_rate: float = 0.02
+    # A refresh with more changed plans than this rebuilds instead (cheaper by then).
+    max_incremental_plans: int = 50000
     # Empty: a SQLite registry and artifact folder under <state_dir>/mlflow.
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "plan-anomalies"
@@ -254,6 +256,8 @@ def _check_gold(gold: GoldConfig, source: str) -> None:
         raise ConfigError(f"{source}: gold.contamination must be > 0 and < 0.5")
     if gold.rule_z_threshold <= 0:
         raise ConfigError(f"{source}: gold.rule_z_threshold must be > 0")
+    if gold.max_incremental_plans < 1:
+        raise ConfigError(f"{source}: gold.max_incremental_plans must be >= 1")
     if gold.kmeans_k < 2:
         raise ConfigError(f"{source}: gold.kmeans_k must be >= 2")
     if not gold.model_name or not gold.model_alias:

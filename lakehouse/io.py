@@ -10,13 +10,16 @@ from lakehouse.tables import Table
 
 
 def ensure_table(spark: SparkSession, config: Config, table: Table) -> DeltaTable:
-    """Create `table` (declared schema, Change Data Feed on) if it does not exist yet."""
+    """Create `table` (declared schema, Change Data Feed on, its own properties) if it does not
+    exist yet."""
     builder = (
         DeltaTable.createIfNotExists(spark)
         .location(table.path(config))
         .addColumns(table.schema)
         .property("delta.enableChangeDataFeed", "true")
     )
+    for key, value in table.properties:
+        builder = builder.property(key, value)
     if table.partition_by:
         builder = builder.partitionedBy(*table.partition_by)
     return builder.execute()

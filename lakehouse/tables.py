@@ -289,6 +289,8 @@ class Table:
     relative_path: str
     schema: StructType
     partition_by: tuple[str, ...] = ()
+    # Table properties beyond Change Data Feed (always on), set when the table is created.
+    properties: tuple[tuple[str, str], ...] = ()
 
     def path(self, config: Config) -> str:
         return join_uri(config.warehouse, self.relative_path)
@@ -305,14 +307,24 @@ RECONCILIATION = Table("reports.reconciliation", "reports/reconciliation", RECON
 
 SILVER_TABLES = (PLANS, PLAN_SERVICES, SERVICES, PLAN_HISTORY)
 
-PLAN_COSTS = Table("gold.plan_costs", "gold/plan_costs", GOLD_PLAN_COSTS)
-COST_TRENDS = Table("gold.cost_trends", "gold/cost_trends", GOLD_COST_TRENDS)
-SERVICE_PATTERNS = Table("gold.service_patterns", "gold/service_patterns", GOLD_SERVICE_PATTERNS)
+# Gold tables are refreshed by MERGEs that touch a few rows spread over every file: deletion
+# vectors mark the old rows instead of rewriting each file they sit in.
+_MERGED = (("delta.enableDeletionVectors", "true"),)
+PLAN_COSTS = Table("gold.plan_costs", "gold/plan_costs", GOLD_PLAN_COSTS, properties=_MERGED)
+COST_TRENDS = Table("gold.cost_trends", "gold/cost_trends", GOLD_COST_TRENDS, properties=_MERGED)
+SERVICE_PATTERNS = Table(
+    "gold.service_patterns", "gold/service_patterns", GOLD_SERVICE_PATTERNS, properties=_MERGED
+)
 SERVICE_PAIR_COUNTS = Table(
-    "gold.service_pair_counts", "gold/service_pair_counts", GOLD_SERVICE_PAIR_COUNTS
+    "gold.service_pair_counts",
+    "gold/service_pair_counts",
+    GOLD_SERVICE_PAIR_COUNTS,
+    properties=_MERGED,
 )
 SERVICE_PAIRS = Table("gold.service_pairs", "gold/service_pairs", GOLD_SERVICE_PAIRS)
-PLAN_ANOMALIES = Table("gold.plan_anomalies", "gold/plan_anomalies", GOLD_PLAN_ANOMALIES)
+PLAN_ANOMALIES = Table(
+    "gold.plan_anomalies", "gold/plan_anomalies", GOLD_PLAN_ANOMALIES, properties=_MERGED
+)
 
 GOLD_TABLES = (
     PLAN_COSTS,

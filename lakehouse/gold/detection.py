@@ -67,6 +67,8 @@ def _mlflow(config: Config):  # type: ignore[no-untyped-def]
     import mlflow
     from mlflow import MlflowClient
 
+    # Its INFO lines (DFS copies, table migrations) say nothing an operator can act on.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -90,15 +92,23 @@ class ServingModel:
     detector: anomaly.Detector
 
 
-def load_serving_model(config: Config) -> ServingModel | None:
-    """The model version behind `model_name@model_alias`, from the registry (None: no alias)."""
-    mlflow, client = _mlflow(config)
+def serving_version(config: Config):  # type: ignore[no-untyped-def]
+    """The registry's ModelVersion behind `model_name@model_alias` (None: no such alias)."""
+    _, client = _mlflow(config)
     from mlflow.exceptions import MlflowException
 
-    gold = config.gold
     try:
-        version = client.get_model_version_by_alias(gold.model_name, gold.model_alias)
+        return client.get_model_version_by_alias(config.gold.model_name, config.gold.model_alias)
     except MlflowException:
+        return None
+
+
+def load_serving_model(config: Config) -> ServingModel | None:
+    """The model version behind `model_name@model_alias`, from the registry (None: no alias)."""
+    mlflow, _ = _mlflow(config)
+    gold = config.gold
+    version = serving_version(config)
+    if version is None:
         return None
     pipeline = mlflow.spark.load_model(f"models:/{gold.model_name}@{gold.model_alias}")
     detector = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{_DETECTOR_FILE}")
@@ -262,28 +272,35 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
     model; everything when the serving model version moved (or with `full`)."""
     started = time.monotonic()
     gold = config.gold
-    serving = load_serving_model(config)
-    if serving is None:
+    serving_model_version = serving_version(config)
+    if serving_model_version is None:
         raise GoldError(
             f"no model is registered as {gold.model_name}@{gold.model_alias} in "
             f"{tracking_uri(config)}: run `lakehouse jobs run anomaly_detection --mode train` first"
         )
     version = current_version(spark, config, PLAN_COSTS)
     sources = {PLAN_COSTS.name: version}
-    io.ensure_table(spark, config, PLAN_ANOMALIES)
+    if not io.table_exists(spark, config, PLAN_ANOMALIES):
+        io.ensure_table(spark, config, PLAN_ANOMALIES)
     mark = read_watermark(spark, config, PLAN_ANOMALIES)
-    watermark = Watermark(sources, serving.version)
+    watermark = Watermark(sources, str(serving_model_version.version))
     result = Refresh(PLAN_ANOMALIES.name, "incremental", sources=sources)
     if mark == watermark and not full:
         result.mode = "up-to-date"
         result.keys_changed = 0
         return result
+    serving = load_serving_model(config)
+    assert serving is not None, "the alias moved away while scoring started"
     plan_costs = read_at(spark, config, PLAN_COSTS, version)
-    feed = None
+    changed = None
     if mark is not None and mark.model_version == serving.version and not full:
         feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
+        limit = gold.max_incremental_plans
+        if feed is not None:
+            ids = feed.select("plan_id").distinct().limit(limit + 1).collect()
+            changed = sorted(r["plan_id"] for r in ids) if len(ids) <= limit else None
     scored_at = F.current_timestamp()
-    if feed is None:
+    if changed is None:
         result.mode = "full"
         features = anomaly.anomaly_features(plan_costs)
         rule, model = score(spark, features, serving.pipeline, serving.detector)
@@ -292,25 +309,22 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
         )
         overwrite(rows, config, PLAN_ANOMALIES, watermark)
     else:
-        changed = feed.select("plan_id").distinct().persist()
-        try:
-            result.keys_changed = changed.count()
-            features = anomaly.anomaly_features(plan_costs.join(changed, "plan_id", "left_semi"))
-            rule, model = score(spark, features, serving.pipeline, serving.detector)
-            rows = anomaly.to_plan_anomalies(
-                features, rule, model, gold.model_name, serving.version, scored_at
+        result.keys_changed = len(changed)
+        features = anomaly.anomaly_features(plan_costs.where(F.col("plan_id").isin(changed)))
+        rule, model = score(spark, features, serving.pipeline, serving.detector)
+        rows = anomaly.to_plan_anomalies(
+            features, rule, model, gold.model_name, serving.version, scored_at
+        )
+        target = io.delta_table(spark, config, PLAN_ANOMALIES)
+        keys = spark.createDataFrame([(plan_id,) for plan_id in changed], "plan_id string")
+        with stamped(spark, watermark):
+            replace_rows(
+                target,
+                rows,
+                keys,
+                ["plan_id"],
+                PLAN_ANOMALIES.schema.fieldNames(),
+                ignore=["scored_at"],
             )
-            target = io.delta_table(spark, config, PLAN_ANOMALIES)
-            with stamped(spark, watermark):
-                replace_rows(
-                    target,
-                    rows,
-                    changed,
-                    ["plan_id"],
-                    PLAN_ANOMALIES.schema.fieldNames(),
-                    ignore=["scored_at"],
-                )
-        finally:
-            changed.unpersist()
     result.seconds = time.monotonic() - started
     return result

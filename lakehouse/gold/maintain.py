@@ -23,8 +23,9 @@ from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StructField, StructType
 
 from lakehouse import io
 from lakehouse.config import Config
@@ -110,9 +111,10 @@ def read_watermark(spark: SparkSession, config: Config, table: Table) -> Waterma
     """The watermark of the table's latest commit that carries one (None: never refreshed)."""
     if not io.table_exists(spark, config, table):
         return None
+    # Every gold write carries one; only maintenance (OPTIMIZE, VACUUM) commits come between.
     history = (
         io.delta_table(spark, config, table)
-        .history()
+        .history(50)
         .where(F.col("userMetadata").contains(_WATERMARK_KEY))
         .orderBy(F.col("version").desc())
         .select("userMetadata")
@@ -161,11 +163,14 @@ def overwrite(rows: DataFrame, config: Config, table: Table, watermark: Watermar
     )
 
 
-def semi_join(rows: DataFrame, keys: DataFrame, columns: Sequence[str]) -> DataFrame:
-    """Rows whose `columns` match a row of `keys`, nulls matching nulls."""
+def semi_join(
+    rows: DataFrame, keys: DataFrame, columns: Sequence[str], how: str = "left_semi"
+) -> DataFrame:
+    """Rows whose `columns` match a row of `keys`, nulls matching nulls (`how="left_anti"`:
+    the rows that match none)."""
     k = keys.select(*(F.col(c).alias(f"_k_{c}") for c in columns))
     match = reduce(lambda a, b: a & b, (rows[c].eqNullSafe(k[f"_k_{c}"]) for c in columns))
-    return rows.join(k, match, "left_semi")
+    return rows.join(k, match, how)
 
 
 def replace_rows(
@@ -208,13 +213,34 @@ def ensure_gold_tables(spark: SparkSession, config: Config) -> None:
 
 
 # ------------------------------------------------------------------------------- refreshes
+#
+# Two kinds of gold table:
+# - per-plan tables (plan_costs, plan_anomalies) grow with the data: the rows of changed plans
+#   are recomputed and MERGEd in (`replace_rows`; deletion vectors, no file rewrites);
+# - aggregate tables (cost_trends, service_*) are bounded by plan types x orgs x months or by the
+#   service catalogue, whatever the number of plans: their new content is computed from the
+#   change and the current rows, then written whole (`rewrite`), cheaper than a MERGE.
+
+# Changed plan ids of one (since, now) range of silver versions: the service tables and
+# plan_costs of one run share it instead of reading the change feed three times.
+_changed_ids_cache: dict[tuple, list[str] | None] = {}
 
 
 def _changed_plan_ids(
     spark: SparkSession, config: Config, since: Watermark, now: dict[str, int]
-) -> DataFrame | None:
-    """Plan ids that changed in silver.plans or silver.plan_services between two watermarks,
-    or None when a change feed is gone (the caller rebuilds)."""
+) -> list[str] | None:
+    """Plan ids that changed in silver.plans or silver.plan_services between two watermarks
+    (collected: an increment is small), or None when a change feed is gone or the change is
+    larger than gold.max_incremental_plans (the caller rebuilds, which is cheaper then)."""
+    key = (config.warehouse, tuple(sorted(since.sources.items())), tuple(sorted(now.items())))
+    if key not in _changed_ids_cache:
+        _changed_ids_cache[key] = _read_changed_plan_ids(spark, config, since, now)
+    return _changed_ids_cache[key]
+
+
+def _read_changed_plan_ids(
+    spark: SparkSession, config: Config, since: Watermark, now: dict[str, int]
+) -> list[str] | None:
     feeds = []
     for table in (PLANS, PLAN_SERVICES):
         after, upto = since.sources[table.name], now[table.name]
@@ -225,8 +251,27 @@ def _changed_plan_ids(
             return None
         feeds.append(feed.select("plan_id"))
     if not feeds:
-        return spark.createDataFrame([], "plan_id string")
-    return reduce(DataFrame.unionByName, feeds).distinct()
+        return []
+    limit = config.gold.max_incremental_plans
+    ids = reduce(DataFrame.unionByName, feeds).distinct().limit(limit + 1).collect()
+    if len(ids) > limit:
+        log.info("more than %d plans changed: rebuilding instead of refreshing", limit)
+        return None
+    return sorted(row["plan_id"] for row in ids)
+
+
+def _in(column: str, values: Sequence[str]) -> Column:
+    return F.col(column).isin(list(values))
+
+
+def _keys(spark: SparkSession, column: str, values: Sequence[str]) -> DataFrame:
+    return spark.createDataFrame([(v,) for v in values], f"{column} string")
+
+
+def rewrite(rows: DataFrame, config: Config, table: Table, watermark: Watermark) -> None:
+    """Replace a small aggregate table whole. `rows` may read the table itself: Delta pins the
+    snapshot a query reads, so the overwrite commits on top of what was read."""
+    overwrite(rows, config, table, watermark)
 
 
 def _silver_versions(spark: SparkSession, config: Config) -> dict[str, int]:
@@ -237,7 +282,8 @@ def _start(
     spark: SparkSession, config: Config, table: Table, sources: dict[str, int], full: bool
 ) -> tuple[Refresh, Watermark | None]:
     """The run's Refresh record and the watermark to refresh from (None: rebuild)."""
-    io.ensure_table(spark, config, table)
+    if not io.table_exists(spark, config, table):
+        io.ensure_table(spark, config, table)
     mark = read_watermark(spark, config, table)
     usable = mark is not None and set(mark.sources) == set(sources) and not full
     if usable and mark is not None and mark.sources == sources:
@@ -260,21 +306,21 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
     watermark = Watermark(sources)
     if changed is None:
         result.mode = "full"
-        rows = costs.to_plan_costs(plans, plan_services)
-        overwrite(rows, config, PLAN_COSTS, watermark)
+        overwrite(costs.to_plan_costs(plans, plan_services), config, PLAN_COSTS, watermark)
     else:
-        changed = changed.persist()
-        try:
-            result.keys_changed = changed.count()
-            fresh = costs.to_plan_costs(
-                plans.join(changed, "plan_id", "left_semi"),
-                plan_services.join(changed, "plan_id", "left_semi"),
+        result.keys_changed = len(changed)
+        fresh = costs.to_plan_costs(
+            plans.where(_in("plan_id", changed)), plan_services.where(_in("plan_id", changed))
+        )
+        target = io.delta_table(spark, config, PLAN_COSTS)
+        with stamped(spark, watermark):
+            replace_rows(
+                target,
+                fresh,
+                _keys(spark, "plan_id", changed),
+                ["plan_id"],
+                PLAN_COSTS.schema.fieldNames(),
             )
-            target = io.delta_table(spark, config, PLAN_COSTS)
-            with stamped(spark, watermark):
-                replace_rows(target, fresh, changed, ["plan_id"], PLAN_COSTS.schema.fieldNames())
-        finally:
-            changed.unpersist()
     result.seconds = time.monotonic() - started
     return result
 
@@ -298,18 +344,14 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         overwrite(costs.to_cost_trends(plan_costs), config, COST_TRENDS, watermark)
     else:
         groups = costs.trend_groups(feed).persist()
-        try:
-            result.keys_changed = groups.count()
-            rewrite, needed = costs.trend_scope(groups)
-            subset = semi_join(plan_costs, needed, costs.TREND_KEYS)
-            fresh = semi_join(costs.to_cost_trends(subset), rewrite, costs.TREND_KEYS)
-            target = io.delta_table(spark, config, COST_TRENDS)
-            with stamped(spark, watermark):
-                replace_rows(
-                    target, fresh, rewrite, costs.TREND_KEYS, COST_TRENDS.schema.fieldNames()
-                )
-        finally:
-            groups.unpersist()
+        result.keys_changed = groups.count()
+        rewrite_keys, needed = costs.trend_scope(groups)
+        subset = semi_join(plan_costs, needed, costs.TREND_KEYS)
+        fresh = semi_join(costs.to_cost_trends(subset), rewrite_keys, costs.TREND_KEYS)
+        current = io.read_table(spark, config, COST_TRENDS)
+        kept = semi_join(current, rewrite_keys, costs.TREND_KEYS, how="left_anti")
+        rewrite(kept.unionByName(fresh), config, COST_TRENDS, watermark)
+        groups.unpersist()
     result.seconds = time.monotonic() - started
     return result
 
@@ -323,22 +365,27 @@ def refresh_service_tables(
     links_now = services.live_links(
         plans_now, read_at(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
     )
-    live_plans = services.live_plan_count(plans_now).persist()
-    try:
-        results = [
-            _refresh_pair_counts(spark, config, sources, links_now, full),
-            _refresh_patterns(spark, config, sources, links_now, live_plans, full),
-        ]
-        results.append(_refresh_pairs(spark, config, live_plans, full))
-        return results
-    finally:
-        live_plans.unpersist()
+    count = services.live_plan_count(plans_now).first()
+    live_plans = spark.createDataFrame([(count[0] if count else 0,)], _LIVE_PLANS_SCHEMA)
+    results = [
+        _refresh_pair_counts(spark, config, sources, links_now, full),
+        _refresh_patterns(spark, config, sources, links_now, live_plans, full),
+    ]
+    results.append(_refresh_pairs(spark, config, live_plans, full))
+    return results
 
 
-def _links_before(spark: SparkSession, config: Config, mark: Watermark) -> DataFrame:
+_LIVE_PLANS_SCHEMA = StructType([StructField("live_plans", LongType(), False)])
+
+
+def _links_before(
+    spark: SparkSession, config: Config, mark: Watermark, plan_ids: Sequence[str]
+) -> DataFrame:
+    """live_links of `plan_ids` as silver held them at `mark`."""
+    in_changed = _in("plan_id", plan_ids)
     return services.live_links(
-        read_at(spark, config, PLANS, mark.sources[PLANS.name]),
-        read_at(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]),
+        read_at(spark, config, PLANS, mark.sources[PLANS.name]).where(in_changed),
+        read_at(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]).where(in_changed),
     )
 
 
@@ -356,34 +403,13 @@ def _refresh_pair_counts(
         rows = services.to_pair_counts(services.plan_pairs(links_now))
         overwrite(rows, config, SERVICE_PAIR_COUNTS, watermark)
     else:
-        changed = changed.persist()
-        try:
-            result.keys_changed = changed.count()
-            old = services.plan_pairs(
-                _links_before(spark, config, mark).join(changed, "plan_id", "left_semi")
-            )
-            new = services.plan_pairs(links_now.join(changed, "plan_id", "left_semi"))
-            delta = services.pair_count_changes(old, new)
-            target = io.delta_table(spark, config, SERVICE_PAIR_COUNTS)
-            with stamped(spark, watermark):
-                (
-                    target.alias("t")
-                    .merge(
-                        delta.alias("s"), "t.service_a = s.service_a AND t.service_b = s.service_b"
-                    )
-                    .whenMatchedDelete(condition="t.plans_with_pair + s.delta = 0")
-                    .whenMatchedUpdate(set={"plans_with_pair": "t.plans_with_pair + s.delta"})
-                    .whenNotMatchedInsert(
-                        values={
-                            "service_a": "s.service_a",
-                            "service_b": "s.service_b",
-                            "plans_with_pair": "s.delta",
-                        }
-                    )
-                    .execute()
-                )
-        finally:
-            changed.unpersist()
+        result.keys_changed = len(changed)
+        old = services.plan_pairs(_links_before(spark, config, mark, changed))
+        new = services.plan_pairs(links_now.where(_in("plan_id", changed)))
+        delta = services.pair_count_changes(old, new)
+        current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
+        rewrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
+                watermark)  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
 
@@ -408,30 +434,18 @@ def _refresh_patterns(
         rows = services.to_service_patterns(links_now, names, live_plans)
         overwrite(rows, config, SERVICE_PATTERNS, watermark)
     else:
-        before = _links_before(spark, config, mark)
-        affected = (
-            before.join(changed, "plan_id", "left_semi")
-            .select("service_id")
-            .unionByName(links_now.join(changed, "plan_id", "left_semi").select("service_id"))
-            .distinct()
-            .persist()
+        before = _links_before(spark, config, mark, changed).select("service_id")
+        after = links_now.where(_in("plan_id", changed)).select("service_id")
+        affected = sorted(r["service_id"] for r in before.unionByName(after).distinct().collect())
+        result.keys_changed = len(affected)
+        # Medians need every link of a service: affected services are recomputed from silver.
+        recomputed = services.to_service_patterns(
+            links_now.where(_in("service_id", affected)), names, live_plans
         )
-        try:
-            result.keys_changed = affected.count()
-            recomputed = services.to_service_patterns(
-                links_now.join(affected, "service_id", "left_semi"), names, live_plans
-            )
-            target = io.delta_table(spark, config, SERVICE_PATTERNS)
-            # Every share moves with the number of live plans, so the scope is the whole table.
-            untouched = target.toDF().join(affected, "service_id", "left_anti")
-            fresh = recomputed.unionByName(services.with_share(untouched, live_plans))
-            scope = target.toDF().select("service_id").unionByName(affected)
-            with stamped(spark, watermark):
-                replace_rows(
-                    target, fresh, scope, ["service_id"], SERVICE_PATTERNS.schema.fieldNames()
-                )
-        finally:
-            affected.unpersist()
+        current = io.read_table(spark, config, SERVICE_PATTERNS)
+        # Every share moves with the number of live plans.
+        untouched = services.with_share(current.where(~_in("service_id", affected)), live_plans)
+        rewrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
     result.seconds = time.monotonic() - started
     return result
 
@@ -455,6 +469,6 @@ def _refresh_pairs(
         live_plans,
         config.gold.pair_min_support,
     )
-    overwrite(rows, config, SERVICE_PAIRS, Watermark(sources))
+    rewrite(rows, config, SERVICE_PAIRS, Watermark(sources))
     result.seconds = time.monotonic() - started
     return result

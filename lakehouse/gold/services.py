@@ -105,6 +105,18 @@ def pair_count_changes(old_pairs: DataFrame, new_pairs: DataFrame) -> DataFrame:
     )
 
 
+def apply_pair_count_changes(pair_counts: DataFrame, changes: DataFrame) -> DataFrame:
+    """gold.service_pair_counts + `pair_count_changes` -> the new counts (pairs no plan has any
+    more are dropped)."""
+    merged = pair_counts.join(changes, ["service_a", "service_b"], "full_outer")
+    count = F.coalesce(F.col("plans_with_pair"), F.lit(0)) + F.coalesce(F.col("delta"), F.lit(0))
+    return (
+        merged.select("service_a", "service_b", count.cast("long").alias("plans_with_pair"))
+        .where(F.col("plans_with_pair") > 0)
+        .select(*GOLD_SERVICE_PAIR_COUNTS.fieldNames())
+    )
+
+
 def to_service_pairs(
     pair_counts: DataFrame, patterns: DataFrame, live_plans: DataFrame, min_support: float
 ) -> DataFrame:

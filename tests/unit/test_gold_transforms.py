@@ -406,6 +406,18 @@ def test_pair_count_changes_subtract_old_pairs_and_add_new(spark: SparkSession) 
     assert services.pair_count_changes(new, new).count() == 0
 
 
+def test_apply_pair_count_changes_adds_inserts_and_drops_zeros(spark: SparkSession) -> None:
+    counts = _frame(spark, [("a", "b", 3), ("a", "c", 1), ("b", "c", 2)], GOLD_SERVICE_PAIR_COUNTS)
+    changes = spark.createDataFrame(
+        [("a", "b", -1), ("a", "c", -1), ("a", "d", 2)],
+        "service_a string, service_b string, delta long",
+    )
+    expected = _frame(
+        spark, [("a", "b", 2), ("b", "c", 2), ("a", "d", 2)], GOLD_SERVICE_PAIR_COUNTS
+    )
+    assert_frames_equal(services.apply_pair_count_changes(counts, changes), expected)
+
+
 # --- anomaly detection
 
 FEATURE_SCHEMA = "plan_id string, plan_version long, plan_type string, org string, " + ", ".join(

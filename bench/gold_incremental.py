@@ -1,0 +1,251 @@
+"""Benchmark: gold jobs, full rebuild versus incremental refresh after a small change.
+
+    .venv/bin/python bench/gold_incremental.py --plans 100000 --changed 0.01 [--tag NAME]
+
+1. Silver gets --plans generated plans (bench/silver_fixture.py: the silver apply without Kafka).
+2. Gold is built in full, the anomaly model trained and registered (MLflow, a private SQLite).
+3. --changed of the plans change in silver (9 in 10 re-priced with services added or dropped,
+   1 in 10 deleted).
+4. Incremental: every gold job refreshes from the change feed; each table's wall time is taken.
+5. Full: every gold job rebuilds the same final state (`--full`); each table's wall time again.
+6. The two results are compared row for row (scored_at aside): they must be equal.
+
+Each stage runs once, on a warm SparkSession (a small full build runs first so that JIT and
+first-use costs are not charged to either side). Results (JSON, markdown with ratios and a plot)
+go to docs/benchmarks/gold[-TAG].*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from machine_info import machine
+from silver_fixture import change_plans, load_plans
+
+from lakehouse import io
+from lakehouse.config import PROJECT_ROOT, Config, load_config
+from lakehouse.gold import detection, maintain
+from lakehouse.gold.maintain import Refresh
+from lakehouse.spark import build_spark, stop_spark
+from lakehouse.tables import GOLD_TABLES
+
+OUT = PROJECT_ROOT / "docs" / "benchmarks"
+
+Stage = Callable[[object, Config, bool], list[Refresh]]
+STAGES: dict[str, Stage] = {
+    "plan_costs": lambda s, c, full: [maintain.refresh_plan_costs(s, c, full)],
+    "cost_trends": lambda s, c, full: [maintain.refresh_cost_trends(s, c, full)],
+    "service tables": lambda s, c, full: maintain.refresh_service_tables(s, c, full),
+    "plan_anomalies": lambda s, c, full: [detection.refresh_plan_anomalies(s, c, full)],
+}
+
+
+def run_stages(spark, config: Config, full: bool) -> dict[str, dict]:
+    results = {}
+    for name, stage in STAGES.items():
+        started = time.monotonic()
+        refreshes = stage(spark, config, full)
+        seconds = time.monotonic() - started
+        results[name] = {
+            "seconds": round(seconds, 2),
+            "modes": [r.mode for r in refreshes],
+            "keys_changed": [r.keys_changed for r in refreshes],
+        }
+        print(f"  {name:<15} {seconds:7.1f}s  " + "; ".join(r.render() for r in refreshes))
+    return results
+
+
+def content(spark, config: Config) -> dict[str, list]:
+    return {
+        t.name: sorted(
+            (tuple(r) for r in io.read_table(spark, config, t).drop("scored_at").collect()),
+            key=repr,
+        )
+        for t in GOLD_TABLES
+    }
+
+
+def isolated(config: Config, root: Path) -> Config:
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return dataclasses.replace(
+        config,
+        warehouse=str(root / "warehouse"),
+        checkpoints="",
+        gold=dataclasses.replace(config.gold, mlflow_tracking_uri=uri),
+    )
+
+
+def warm_up(spark, config: Config, root: Path) -> None:
+    """Both code paths once on a small lake, so neither side pays for first use (JIT, class
+    loading, the MLflow registry's first connection)."""
+    lake = isolated(config, root / "warm-up")
+    load_plans(spark, lake, seed=1, plans=2000)
+    maintain.refresh_plan_costs(spark, lake)
+    detection.train(spark, lake)
+    run_stages(spark, lake, full=True)
+    change_plans(spark, lake, seed=1, plans=2000, fraction=0.01, version=2)
+    run_stages(spark, lake, full=False)
+    run_stages(spark, lake, full=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", type=int, default=100_000)
+    parser.add_argument("--changed", type=float, default=0.01, help="share of plans changed")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--driver-memory", default="6g")
+    args = parser.parse_args()
+    if args.plans < 1000 or not 0 < args.changed < 1:
+        parser.error("--plans must be >= 1000 and --changed in (0, 1)")
+
+    base = load_config("local")
+    base = dataclasses.replace(
+        base,
+        spark=dataclasses.replace(
+            base.spark, driver_memory=args.driver_memory, ui_enabled=False, log_level="ERROR"
+        ),
+    )
+    root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
+    lake = isolated(base, root / "main")
+    spark = build_spark(lake, app_name="bench-gold")
+    try:
+        print("warm-up (2,000 plans, full and incremental)")
+        warm_up(spark, base, root)
+
+        print(f"silver: loading {args.plans:,} plans")
+        started = time.monotonic()
+        load_plans(spark, lake, args.seed, args.plans)
+        load_s = time.monotonic() - started
+        print(f"  {load_s:.1f}s")
+
+        print("gold: first full build")
+        run_stages_before = time.monotonic()
+        maintain.refresh_plan_costs(spark, lake)
+        started = time.monotonic()
+        trained = detection.train(spark, lake)
+        train_s = time.monotonic() - started
+        print(trained.render(lake))
+        initial = run_stages(spark, lake, full=True)
+        print(f"  first build {time.monotonic() - run_stages_before:.1f}s")
+
+        print(f"silver: changing {args.changed:.1%} of the plans")
+        changed = change_plans(spark, lake, args.seed, args.plans, args.changed, version=2)
+        print(f"  {changed.events} events")
+
+        print("gold: incremental refresh")
+        incremental = run_stages(spark, lake, full=False)
+        after_incremental = content(spark, lake)
+        print("gold: full rebuild of the same state")
+        full = run_stages(spark, lake, full=True)
+        equal = content(spark, lake) == after_incremental
+        print(f"  incremental result equals full rebuild: {equal}")
+    finally:
+        stop_spark(spark)
+        shutil.rmtree(root, ignore_errors=True)
+
+    total_full = sum(v["seconds"] for v in full.values())
+    total_incr = sum(v["seconds"] for v in incremental.values())
+    result = {
+        "benchmark": "gold full vs incremental",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "method": __doc__,
+        "plans": args.plans,
+        "changed_share": args.changed,
+        "change_events": changed.events,
+        "silver_load_s": round(load_s, 1),
+        "train_s": round(train_s, 1),
+        "model_metrics": trained.evaluation.metrics,
+        "initial_full": initial,
+        "incremental": incremental,
+        "full": full,
+        "total_incremental_s": round(total_incr, 2),
+        "total_full_s": round(total_full, 2),
+        "incremental_equals_full": equal,
+    }
+    write(result, args.tag)
+    return 0 if equal else 1
+
+
+def write(result: dict, tag: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name = "gold" + (f"-{tag}" if tag else "")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+    stages = list(result["full"])
+    full = [result["full"][s]["seconds"] for s in stages]
+    incr = [result["incremental"][s]["seconds"] for s in stages]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(stages))
+    ax.bar([i - 0.2 for i in x], full, 0.4, label="full rebuild")
+    ax.bar(
+        [i + 0.2 for i in x],
+        incr,
+        0.4,
+        label=f"incremental ({result['changed_share']:.0%} changed)",
+    )
+    ax.set_xticks(list(x), stages)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"Gold refresh, {result['plans']:,} plans, {result['machine']['cores']} cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / f"{name}.png", dpi=110)
+
+    m = result["model_metrics"]
+    lines = [
+        f"# Gold: full rebuild vs incremental refresh ({result['plans']:,} plans, "
+        f"{result['changed_share']:.0%} changed)",
+        "",
+        f"Run {result['date']} on {result['machine']['cores']} cores, "
+        f"{result['machine']['memory_gib']} GiB; `bench/gold_incremental.py` (method in its "
+        "docstring and in the JSON). One run per side, warm session.",
+        "",
+        "| stage | full rebuild (s) | incremental (s) | incremental / full |",
+        "|---|---:|---:|---:|",
+    ]
+    for s, f, i in zip(stages, full, incr, strict=True):
+        lines.append(f"| {s} | {f:.1f} | {i:.1f} | {i / f:.2f}x |")
+    lines.append(
+        f"| **all** | **{result['total_full_s']:.1f}** | **{result['total_incremental_s']:.1f}** "
+        f"| **{result['total_incremental_s'] / result['total_full_s']:.2f}x** |"
+    )
+    lines += [
+        "",
+        f"Incremental result equal to the full rebuild, row for row: "
+        f"**{result['incremental_equals_full']}**.",
+        f"Silver load (fixture, not timed as gold): {result['silver_load_s']:.0f} s; model "
+        f"training: {result['train_s']:.0f} s.",
+        "",
+        "Anomaly detectors on the generator's labels (all plans):",
+        "",
+        "| detector | precision | recall | F1 |",
+        "|---|---:|---:|---:|",
+        f"| KMeans + CBLOF (MLlib) | {m['model_precision']:.3f} | {m['model_recall']:.3f} | "
+        f"{m['model_f1']:.3f} |",
+        f"| robust z baseline | {m['rule_precision']:.3f} | {m['rule_recall']:.3f} | "
+        f"{m['rule_f1']:.3f} |",
+        "",
+        f"![full vs incremental]({name}.png)",
+        "",
+    ]
+    (OUT / f"{name}.md").write_text("\n".join(lines))
+    print(f"wrote {OUT / name}.{{json,md,png}}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
