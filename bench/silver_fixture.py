@@ -15,58 +15,73 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from lakehouse import io
 from lakehouse.config import Config
+from lakehouse.ingest import silver
 from lakehouse.ingest.apply import ApplyResult, apply_plan_events, ensure_silver_tables
 from lakehouse.ingest.contract import with_plan_columns
 from lakehouse.plans.generator import generate_plan, iter_plans, plan_id_for, random_change
-from lakehouse.tables import PLAN_DOCUMENT
+from lakehouse.tables import PLAN_DOCUMENT, PLAN_SERVICES, PLANS, SERVICES
 
 _EVENT_SCHEMA = "plan_id string, version long, op string, ts_ms long, doc string"
 
 
+def _events(spark: SparkSession, folder: str, rows: Iterable[dict]) -> DataFrame:
+    """Rows -> plan events (contract.to_plan_events layout), through a JSON-lines file."""
+    path = Path(folder) / "events.jsonl"
+    with path.open("w") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    raw = spark.read.schema(_EVENT_SCHEMA).json(str(path))
+    return with_plan_columns(
+        raw.select(
+            "plan_id",
+            "version",
+            "op",
+            F.lit(None).cast("string").alias("event_id"),
+            F.timestamp_millis("ts_ms").alias("event_ts"),
+            F.from_json("doc", PLAN_DOCUMENT).alias("plan"),
+            F.lit(None).cast("int").alias("kafka_partition"),
+            F.lit(None).cast("long").alias("kafka_offset"),
+        )
+    )
+
+
 def _apply(spark: SparkSession, config: Config, rows: Iterable[dict]) -> ApplyResult:
     with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
-        path = Path(folder) / "events.jsonl"
-        with path.open("w") as out:
-            for row in rows:
-                out.write(json.dumps(row) + "\n")
-        raw = spark.read.schema(_EVENT_SCHEMA).json(str(path))
-        events = with_plan_columns(
-            raw.select(
-                "plan_id",
-                "version",
-                "op",
-                F.lit(None).cast("string").alias("event_id"),
-                F.timestamp_millis("ts_ms").alias("event_ts"),
-                F.from_json("doc", PLAN_DOCUMENT).alias("plan"),
-                F.lit(None).cast("int").alias("kafka_partition"),
-                F.lit(None).cast("long").alias("kafka_offset"),
-            )
-        ).persist()
+        events = _events(spark, folder, rows).persist()
         try:
             return apply_plan_events(events, config, search_index=False)
         finally:
             events.unpersist()
 
 
-def load_plans(spark: SparkSession, config: Config, seed: int, plans: int) -> ApplyResult:
-    """Plans 0..plans-1 of `seed`, version 1, into silver (tables created if missing)."""
+def load_plans(spark: SparkSession, config: Config, seed: int, plans: int) -> int:
+    """Plans 0..plans-1 of `seed`, version 1, into empty silver tables (created if missing).
+
+    A bulk append of what the silver apply would write for these creates (plans, plan_services,
+    services; not plan_history, which gold does not read): MERGEs into empty tables would only
+    add time. Returns the number of plans written."""
     ensure_silver_tables(spark, config)
+    if io.read_table(spark, config, PLANS).limit(1).count():
+        raise ValueError(f"silver.plans at {config.warehouse} is not empty: bulk load refused")
     now = int(time.time() * 1000)
     rows = (
-        {
-            "plan_id": g.doc["objectId"],
-            "version": 1,
-            "op": "c",
-            "ts_ms": now,
-            "doc": json.dumps(g.doc),
-        }
+        {"plan_id": g.doc["objectId"], "version": 1, "op": "c", "ts_ms": now,
+         "doc": json.dumps(g.doc)}
         for g in iter_plans(seed, plans)
-    )
-    return _apply(spark, config, rows)
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
+        plan_rows = silver.to_plan_rows(_events(spark, folder, rows))
+        io.append(plan_rows, config, PLANS)
+        current = io.read_table(spark, config, PLANS)
+        linked = silver.linked_services(current)
+        io.append(silver.to_plan_service_rows(linked), config, PLAN_SERVICES)
+        io.append(silver.to_service_rows(linked), config, SERVICES)
+    return plans
 
 
 def change_plans(

@@ -179,7 +179,8 @@ def _jobs(args: argparse.Namespace) -> int:
 
     if args.jobs_command == "list":
         for name, job in jobs.JOBS.items():
-            print(f"{name:<18} {(job.__doc__ or '').strip()}")
+            summary = (job.__doc__ or "").strip().splitlines()[0]
+            print(f"{name:<18} {summary}")
         print(f"{'all':<18} every job in order (anomaly_detection trains, then scores)")
         return 0
     if args.name != "all" and args.name not in jobs.JOBS:

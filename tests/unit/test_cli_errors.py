@@ -163,3 +163,35 @@ def test_bad_ingest_override_exits_2_before_starting_spark(
         "lakehouse: configuration error: "
         "LAKEHOUSE_INGEST_MAX_OFFSETS='lots': ingest.max_offsets_per_trigger must be an integer\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["jobs"], "the following arguments are required: ACTION"),
+        (["jobs", "run"], "the following arguments are required: name"),
+        (["jobs", "run", "cost_analysis", "--mode", "predict"], "invalid choice: 'predict'"),
+        (["jobs", "run", "all", "--fast"], "unrecognized arguments: --fast"),
+    ],
+)
+def test_bad_jobs_arguments_exit_2_with_the_fix(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_job_exits_2_and_lists_the_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "run", "cost_analysys"]) == 2
+    assert capsys.readouterr().err == (
+        "lakehouse: unknown job 'cost_analysys'; known jobs: "
+        "cost_analysis, service_patterns, anomaly_detection, all\n"
+    )
+
+
+def test_jobs_list_names_every_job(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "list"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["cost_analysis", "service_patterns", "anomaly_detection", "all"]
