@@ -143,9 +143,13 @@ def test_unreachable_mongo_is_a_one_line_error(
         (["quarantine", "--show", "-1"], "argument --show: must be >= 0, got -1"),
         (["snapshot", "--bootstrap", "now"], "unrecognized arguments: now"),
         (["reconcile", "--all"], "unrecognized arguments: --all"),
+        (["jobs"], "the following arguments are required: ACTION"),
+        (["jobs", "run"], "the following arguments are required: name"),
+        (["jobs", "run", "cost_analysis", "--mode", "predict"], "invalid choice: 'predict'"),
+        (["jobs", "run", "all", "--fast"], "unrecognized arguments: --fast"),
     ],
 )
-def test_bad_medallion_arguments_exit_2_with_the_fix(
+def test_bad_medallion_and_jobs_arguments_exit_2_with_the_fix(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -163,24 +167,6 @@ def test_bad_ingest_override_exits_2_before_starting_spark(
         "lakehouse: configuration error: "
         "LAKEHOUSE_INGEST_MAX_OFFSETS='lots': ingest.max_offsets_per_trigger must be an integer\n"
     )
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["jobs"], "the following arguments are required: ACTION"),
-        (["jobs", "run"], "the following arguments are required: name"),
-        (["jobs", "run", "cost_analysis", "--mode", "predict"], "invalid choice: 'predict'"),
-        (["jobs", "run", "all", "--fast"], "unrecognized arguments: --fast"),
-    ],
-)
-def test_bad_jobs_arguments_exit_2_with_the_fix(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
 
 
 def test_unknown_job_exits_2_and_lists_the_jobs(capsys: pytest.CaptureFixture[str]) -> None:
