@@ -90,6 +90,12 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(config.spark.log_level)
+    # es-hadoop warns on every write that the 7.x server does not report a build flavour; the
+    # version check it asks for passes, so the warning is noise that buries batch progress.
+    log4j = session._jvm.org.apache.logging.log4j  # type: ignore[union-attr]
+    log4j.core.config.Configurator.setLevel(
+        "org.elasticsearch.hadoop.rest.RestClient", log4j.Level.ERROR
+    )
     # Start py4j's callback server (foreachBatch, PyDeequ assertions) the way PySpark does, with
     # daemon threads. Left to PyDeequ it starts with non-daemon threads that keep Python alive
     # after stop(), and shutting those down deadlocks once foreachBatch has used them.

@@ -89,28 +89,15 @@ def parse_modes(mode: str) -> tuple[str, ...]:
 def submit_main(name: str, argv: list[str] | None = None) -> int:
     """The body of jobs/<name>.py (spark-submit): parse arguments, run, exit status
     (0 done, 1 failed with a message, 2 bad arguments or configuration)."""
-    import argparse
-    import sys
+    from lakehouse.entrypoint import job_parser, run_spark_job
 
-    from lakehouse.config import ConfigError, load_config
-    from lakehouse.spark import build_spark, stop_spark
-
-    parser = argparse.ArgumentParser(prog=f"jobs/{name}.py", description=JOBS[name].__doc__)
-    parser.add_argument("--env", help="configuration environment (default $LAKEHOUSE_ENV or local)")
+    parser = job_parser(f"jobs/{name}.py", JOBS[name].__doc__)
     parser.add_argument("--full", action="store_true", help="rebuild instead of refreshing")
     if name == "anomaly_detection":
         parser.add_argument(
             "--mode", choices=[*ANOMALY_MODES, "both"], default="score", help="default: score"
         )
     args = parser.parse_args(argv)
-    try:
-        config = load_config(args.env)
-    except ConfigError as exc:
-        print(f"{name}: configuration error: {exc}", file=sys.stderr)
-        return 2
     modes = parse_modes(args.mode) if name == "anomaly_detection" else ("score",)
-    spark = build_spark(config, app_name=f"lakehouse-{name.replace('_', '-')}")
-    try:
-        return run(spark, config, name, JobOptions(full=args.full, modes=modes))
-    finally:
-        stop_spark(spark)
+    options = JobOptions(full=args.full, modes=modes)
+    return run_spark_job(name, args, lambda spark, config: run(spark, config, name, options))
