@@ -32,7 +32,6 @@ from lakehouse.config import Config
 from lakehouse.gold import costs, services
 from lakehouse.tables import (
     COST_TRENDS,
-    GOLD_TABLES,
     PLAN_COSTS,
     PLAN_SERVICES,
     PLANS,
@@ -205,11 +204,6 @@ def replace_rows(
         .whenNotMatchedInsert(condition="s._present", values=values)
         .execute()
     )
-
-
-def ensure_gold_tables(spark: SparkSession, config: Config) -> None:
-    for table in GOLD_TABLES:
-        io.ensure_table(spark, config, table)
 
 
 # ------------------------------------------------------------------------------- refreshes
