@@ -31,6 +31,7 @@ from pathlib import Path
 from machine_info import machine
 from silver_fixture import change_plans, load_plans
 
+from lakehouse import io
 from lakehouse.config import PROJECT_ROOT, Config, load_config
 from lakehouse.gold import detection, maintain
 from lakehouse.gold.maintain import Refresh
@@ -71,8 +72,8 @@ def same_content(spark, config: Config, before: dict[str, int], after: dict[str,
     """Each gold table at two versions holds the same rows (scored_at aside), compared in Spark
     (a million rows do not belong on the driver)."""
     for table in GOLD_TABLES:
-        old = maintain.read_at(spark, config, table, before[table.name]).drop("scored_at")
-        new = maintain.read_at(spark, config, table, after[table.name]).drop("scored_at")
+        old = io.read_version(spark, config, table, before[table.name]).drop("scored_at")
+        new = io.read_version(spark, config, table, after[table.name]).drop("scored_at")
         if old.exceptAll(new).limit(1).count() or new.exceptAll(old).limit(1).count():
             print(f"  {table.name} differs")
             return False

@@ -33,6 +33,18 @@ def read_table(spark: SparkSession, config: Config, table: Table) -> DataFrame:
     return spark.read.format("delta").load(table.path(config))
 
 
+def read_version(spark: SparkSession, config: Config, table: Table, version: int) -> DataFrame:
+    """The table as it was at `version` (time travel)."""
+    return spark.read.format("delta").option("versionAsOf", version).load(table.path(config))
+
+
+def latest_version(spark: SparkSession, config: Config, table: Table) -> int:
+    """The version of the table's newest commit."""
+    row = delta_table(spark, config, table).history(1).select("version").first()
+    assert row is not None, f"{table.name} has no commits"
+    return int(row["version"])
+
+
 def table_exists(spark: SparkSession, config: Config, table: Table) -> bool:
     return DeltaTable.isDeltaTable(spark, table.path(config))
 
@@ -49,6 +61,18 @@ def append_once(rows: DataFrame, config: Config, table: Table, app_id: str, batc
         .mode("append")
         .option("txnAppId", app_id)
         .option("txnVersion", batch_id)
+        .save(table.path(config))
+    )
+
+
+def overwrite(rows: DataFrame, config: Config, table: Table, user_metadata: str) -> None:
+    """Replace the table's content; `user_metadata` is recorded in the same commit. `rows` may
+    read the table itself: Delta pins the snapshot a query reads."""
+    (
+        rows.select(*table.schema.fieldNames())
+        .write.format("delta")
+        .mode("overwrite")
+        .option("userMetadata", user_metadata)
         .save(table.path(config))
     )
 

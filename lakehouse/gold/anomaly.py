@@ -15,6 +15,7 @@ incremental run that rescores changed plans agrees with a full rescore.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +187,7 @@ class Detector:
     robust_stats: list[dict[str, Any]]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "large_centers": self.large_centers,
-            "distance_threshold": self.distance_threshold,
-            "rule_z_threshold": self.rule_z_threshold,
-            "robust_stats": self.robust_stats,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Detector:

@@ -27,11 +27,13 @@ from lakehouse.gold.maintain import (
     GoldError,
     Refresh,
     Watermark,
+    begin_refresh,
     changes,
+    collect_plan_ids,
     current_version,
+    is_in,
+    keys_frame,
     overwrite,
-    read_at,
-    read_watermark,
     replace_rows,
     stamped,
 )
@@ -105,12 +107,15 @@ def serving_version(config: Config):  # type: ignore[no-untyped-def]
 
 def load_serving_model(config: Config) -> ServingModel | None:
     """The model version behind `model_name@model_alias`, from the registry (None: no alias)."""
-    mlflow, _ = _mlflow(config)
-    gold = config.gold
     version = serving_version(config)
-    if version is None:
-        return None
-    pipeline = mlflow.spark.load_model(f"models:/{gold.model_name}@{gold.model_alias}")
+    return None if version is None else load_model_version(config, version)
+
+
+def load_model_version(config: Config, version) -> ServingModel:  # type: ignore[no-untyped-def]
+    """A registered version (as the alias resolved it) and its run's detector.json, both from
+    the registry: the version the alias named, even if the alias moves meanwhile."""
+    mlflow, _ = _mlflow(config)
+    pipeline = mlflow.spark.load_model(f"models:/{config.gold.model_name}/{version.version}")
     detector = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{_DETECTOR_FILE}")
     return ServingModel(str(version.version), pipeline, anomaly.Detector.from_json(detector))
 
@@ -280,51 +285,33 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
         )
     version = current_version(spark, config, PLAN_COSTS)
     sources = {PLAN_COSTS.name: version}
-    if not io.table_exists(spark, config, PLAN_ANOMALIES):
-        io.ensure_table(spark, config, PLAN_ANOMALIES)
-    mark = read_watermark(spark, config, PLAN_ANOMALIES)
-    watermark = Watermark(sources, str(serving_model_version.version))
-    result = Refresh(PLAN_ANOMALIES.name, "incremental", sources=sources)
-    if mark == watermark and not full:
-        result.mode = "up-to-date"
-        result.keys_changed = 0
+    model_version = str(serving_model_version.version)
+    result, mark = begin_refresh(spark, config, PLAN_ANOMALIES, sources, full, model_version)
+    if result.mode == "up-to-date":
         return result
-    serving = load_serving_model(config)
-    assert serving is not None, "the alias moved away while scoring started"
-    plan_costs = read_at(spark, config, PLAN_COSTS, version)
+    plan_costs = io.read_version(spark, config, PLAN_COSTS, version)
     changed = None
-    if mark is not None and mark.model_version == serving.version and not full:
+    if mark is not None:
         feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
-        limit = gold.max_incremental_plans
-        if feed is not None:
-            ids = feed.select("plan_id").distinct().limit(limit + 1).collect()
-            changed = sorted(r["plan_id"] for r in ids) if len(ids) <= limit else None
-    scored_at = F.current_timestamp()
+        changed = None if feed is None else collect_plan_ids(feed, config)
+    if changed is not None:
+        plan_costs = plan_costs.where(is_in("plan_id", changed))
+        result.keys_changed = len(changed)
+    serving = load_model_version(config, serving_model_version)
+    features = anomaly.anomaly_features(plan_costs)
+    rule, model = score(spark, features, serving.pipeline, serving.detector)
+    rows = anomaly.to_plan_anomalies(
+        features, rule, model, gold.model_name, model_version, F.current_timestamp()
+    )
+    watermark = Watermark(sources, model_version)
     if changed is None:
         result.mode = "full"
-        features = anomaly.anomaly_features(plan_costs)
-        rule, model = score(spark, features, serving.pipeline, serving.detector)
-        rows = anomaly.to_plan_anomalies(
-            features, rule, model, gold.model_name, serving.version, scored_at
-        )
         overwrite(rows, config, PLAN_ANOMALIES, watermark)
     else:
-        result.keys_changed = len(changed)
-        features = anomaly.anomaly_features(plan_costs.where(F.col("plan_id").isin(changed)))
-        rule, model = score(spark, features, serving.pipeline, serving.detector)
-        rows = anomaly.to_plan_anomalies(
-            features, rule, model, gold.model_name, serving.version, scored_at
-        )
         target = io.delta_table(spark, config, PLAN_ANOMALIES)
-        keys = spark.createDataFrame([(plan_id,) for plan_id in changed], "plan_id string")
+        columns = PLAN_ANOMALIES.schema.fieldNames()
+        keys = keys_frame(spark, "plan_id", changed)
         with stamped(spark, watermark):
-            replace_rows(
-                target,
-                rows,
-                keys,
-                ["plan_id"],
-                PLAN_ANOMALIES.schema.fieldNames(),
-                ignore=["scored_at"],
-            )
+            replace_rows(target, rows, keys, ["plan_id"], columns, ignore=["scored_at"])
     result.seconds = time.monotonic() - started
     return result

@@ -3,6 +3,7 @@ run them. Each job prints one line per table it refreshed and returns an exit st
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,8 +62,6 @@ ALL: tuple[tuple[str, JobOptions], ...] = (
 def run(spark: SparkSession, config: Config, name: str, options: JobOptions) -> int:
     """Run job `name` (or `all`, in order, stopping at the first failure). 0 when done;
     a GoldError (missing input, no model) is printed and gives 1."""
-    import sys
-
     steps = (
         [(job, JobOptions(full=options.full, modes=o.modes)) for job, o in ALL]
         if name == "all"

@@ -97,13 +97,7 @@ def current_version(spark: SparkSession, config: Config, table: Table) -> int:
             f"{table.name} does not exist at {table.path(config)}: run `lakehouse ingest --once` "
             "(or `lakehouse snapshot --bootstrap`) to build silver first"
         )
-    row = io.delta_table(spark, config, table).history(1).select("version").first()
-    assert row is not None, f"{table.name} has no commits"
-    return int(row["version"])
-
-
-def read_at(spark: SparkSession, config: Config, table: Table, version: int) -> DataFrame:
-    return spark.read.format("delta").option("versionAsOf", version).load(table.path(config))
+    return io.latest_version(spark, config, table)
 
 
 def read_watermark(spark: SparkSession, config: Config, table: Table) -> Watermark | None:
@@ -153,13 +147,9 @@ def changes(
 
 
 def overwrite(rows: DataFrame, config: Config, table: Table, watermark: Watermark) -> None:
-    (
-        rows.select(*table.schema.fieldNames())
-        .write.format("delta")
-        .mode("overwrite")
-        .option("userMetadata", watermark.to_json())
-        .save(table.path(config))
-    )
+    """Replace the table whole, stamped with `watermark`. Small aggregate tables are written
+    this way even when refreshed: their new rows may read the current ones."""
+    io.overwrite(rows, config, table, watermark.to_json())
 
 
 def semi_join(
@@ -213,7 +203,7 @@ def replace_rows(
 #   are recomputed and MERGEd in (`replace_rows`; deletion vectors, no file rewrites);
 # - aggregate tables (cost_trends, service_*) are bounded by plan types x orgs x months or by the
 #   service catalogue, whatever the number of plans: their new content is computed from the
-#   change and the current rows, then written whole (`rewrite`), cheaper than a MERGE.
+#   change and the current rows, then written whole (`overwrite`), cheaper than a MERGE.
 
 # Changed plan ids of one (since, now) range of silver versions: the service tables and
 # plan_costs of one run share it instead of reading the change feed three times.
@@ -246,40 +236,52 @@ def _read_changed_plan_ids(
         feeds.append(feed.select("plan_id"))
     if not feeds:
         return []
+    return collect_plan_ids(reduce(DataFrame.unionByName, feeds), config)
+
+
+def collect_plan_ids(changed: DataFrame, config: Config) -> list[str] | None:
+    """The distinct plan_id values of `changed`, or None when there are more than
+    gold.max_incremental_plans (rebuilding is cheaper by then)."""
     limit = config.gold.max_incremental_plans
-    ids = reduce(DataFrame.unionByName, feeds).distinct().limit(limit + 1).collect()
+    ids = changed.select("plan_id").distinct().limit(limit + 1).collect()
     if len(ids) > limit:
         log.info("more than %d plans changed: rebuilding instead of refreshing", limit)
         return None
     return sorted(row["plan_id"] for row in ids)
 
 
-def _in(column: str, values: Sequence[str]) -> Column:
+def is_in(column: str, values: Sequence[str]) -> Column:
     return F.col(column).isin(list(values))
 
 
-def _keys(spark: SparkSession, column: str, values: Sequence[str]) -> DataFrame:
+def keys_frame(spark: SparkSession, column: str, values: Sequence[str]) -> DataFrame:
     return spark.createDataFrame([(v,) for v in values], f"{column} string")
-
-
-def rewrite(rows: DataFrame, config: Config, table: Table, watermark: Watermark) -> None:
-    """Replace a small aggregate table whole. `rows` may read the table itself: Delta pins the
-    snapshot a query reads, so the overwrite commits on top of what was read."""
-    overwrite(rows, config, table, watermark)
 
 
 def _silver_versions(spark: SparkSession, config: Config) -> dict[str, int]:
     return {t.name: current_version(spark, config, t) for t in (PLANS, PLAN_SERVICES)}
 
 
-def _start(
-    spark: SparkSession, config: Config, table: Table, sources: dict[str, int], full: bool
+def begin_refresh(
+    spark: SparkSession,
+    config: Config,
+    table: Table,
+    sources: dict[str, int],
+    full: bool,
+    model_version: str | None = None,
 ) -> tuple[Refresh, Watermark | None]:
-    """The run's Refresh record and the watermark to refresh from (None: rebuild)."""
+    """The run's Refresh record and the watermark to refresh from (None: rebuild). The table's
+    watermark is usable when it names the same sources and model version; equal to the new
+    one, the table is up to date."""
     if not io.table_exists(spark, config, table):
         io.ensure_table(spark, config, table)
     mark = read_watermark(spark, config, table)
-    usable = mark is not None and set(mark.sources) == set(sources) and not full
+    usable = (
+        not full
+        and mark is not None
+        and set(mark.sources) == set(sources)
+        and mark.model_version == model_version
+    )
     if usable and mark is not None and mark.sources == sources:
         return Refresh(table.name, "up-to-date", 0, sources=sources), mark
     return Refresh(table.name, "incremental" if usable else "full", sources=sources), (
@@ -291,11 +293,11 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
     """gold.plan_costs from silver.plans + silver.plan_services: recompute changed plans."""
     started = time.monotonic()
     sources = _silver_versions(spark, config)
-    result, mark = _start(spark, config, PLAN_COSTS, sources, full)
+    result, mark = begin_refresh(spark, config, PLAN_COSTS, sources, full)
     if result.mode == "up-to-date":
         return result
-    plans = read_at(spark, config, PLANS, sources[PLANS.name])
-    plan_services = read_at(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
+    plans = io.read_version(spark, config, PLANS, sources[PLANS.name])
+    plan_services = io.read_version(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
     changed = None if mark is None else _changed_plan_ids(spark, config, mark, sources)
     watermark = Watermark(sources)
     if changed is None:
@@ -304,14 +306,14 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
     else:
         result.keys_changed = len(changed)
         fresh = costs.to_plan_costs(
-            plans.where(_in("plan_id", changed)), plan_services.where(_in("plan_id", changed))
+            plans.where(is_in("plan_id", changed)), plan_services.where(is_in("plan_id", changed))
         )
         target = io.delta_table(spark, config, PLAN_COSTS)
         with stamped(spark, watermark):
             replace_rows(
                 target,
                 fresh,
-                _keys(spark, "plan_id", changed),
+                keys_frame(spark, "plan_id", changed),
                 ["plan_id"],
                 PLAN_COSTS.schema.fieldNames(),
             )
@@ -325,10 +327,10 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
     started = time.monotonic()
     version = current_version(spark, config, PLAN_COSTS)
     sources = {PLAN_COSTS.name: version}
-    result, mark = _start(spark, config, COST_TRENDS, sources, full)
+    result, mark = begin_refresh(spark, config, COST_TRENDS, sources, full)
     if result.mode == "up-to-date":
         return result
-    plan_costs = read_at(spark, config, PLAN_COSTS, version)
+    plan_costs = io.read_version(spark, config, PLAN_COSTS, version)
     watermark = Watermark(sources)
     feed = None
     if mark is not None:
@@ -344,7 +346,7 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         fresh = semi_join(costs.to_cost_trends(subset), rewrite_keys, costs.TREND_KEYS)
         current = io.read_table(spark, config, COST_TRENDS)
         kept = semi_join(current, rewrite_keys, costs.TREND_KEYS, how="left_anti")
-        rewrite(kept.unionByName(fresh), config, COST_TRENDS, watermark)
+        overwrite(kept.unionByName(fresh), config, COST_TRENDS, watermark)
         groups.unpersist()
     result.seconds = time.monotonic() - started
     return result
@@ -355,9 +357,9 @@ def refresh_service_tables(
 ) -> list[Refresh]:
     """gold.service_patterns, gold.service_pair_counts and gold.service_pairs from silver."""
     sources = _silver_versions(spark, config)
-    plans_now = read_at(spark, config, PLANS, sources[PLANS.name])
+    plans_now = io.read_version(spark, config, PLANS, sources[PLANS.name])
     links_now = services.live_links(
-        plans_now, read_at(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
+        plans_now, io.read_version(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
     )
     count = services.live_plan_count(plans_now).first()
     live_plans = spark.createDataFrame([(count[0] if count else 0,)], _LIVE_PLANS_SCHEMA)
@@ -376,10 +378,12 @@ def _links_before(
     spark: SparkSession, config: Config, mark: Watermark, plan_ids: Sequence[str]
 ) -> DataFrame:
     """live_links of `plan_ids` as silver held them at `mark`."""
-    in_changed = _in("plan_id", plan_ids)
+    in_changed = is_in("plan_id", plan_ids)
     return services.live_links(
-        read_at(spark, config, PLANS, mark.sources[PLANS.name]).where(in_changed),
-        read_at(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]).where(in_changed),
+        io.read_version(spark, config, PLANS, mark.sources[PLANS.name]).where(in_changed),
+        io.read_version(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]).where(
+            in_changed
+        ),
     )
 
 
@@ -387,7 +391,7 @@ def _refresh_pair_counts(
     spark: SparkSession, config: Config, sources: dict[str, int], links_now: DataFrame, full: bool
 ) -> Refresh:
     started = time.monotonic()
-    result, mark = _start(spark, config, SERVICE_PAIR_COUNTS, sources, full)
+    result, mark = begin_refresh(spark, config, SERVICE_PAIR_COUNTS, sources, full)
     if result.mode == "up-to-date":
         return result
     changed = None if mark is None else _changed_plan_ids(spark, config, mark, sources)
@@ -399,10 +403,10 @@ def _refresh_pair_counts(
     else:
         result.keys_changed = len(changed)
         old = services.plan_pairs(_links_before(spark, config, mark, changed))
-        new = services.plan_pairs(links_now.where(_in("plan_id", changed)))
+        new = services.plan_pairs(links_now.where(is_in("plan_id", changed)))
         delta = services.pair_count_changes(old, new)
         current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
-        rewrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
+        overwrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
                 watermark)  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
@@ -417,7 +421,7 @@ def _refresh_patterns(
     full: bool,
 ) -> Refresh:
     started = time.monotonic()
-    result, mark = _start(spark, config, SERVICE_PATTERNS, sources, full)
+    result, mark = begin_refresh(spark, config, SERVICE_PATTERNS, sources, full)
     if result.mode == "up-to-date":
         return result
     names = io.read_table(spark, config, SERVICES)
@@ -435,16 +439,16 @@ def _refresh_patterns(
         overwrite(rows, config, SERVICE_PATTERNS, watermark)
     else:
         before = _links_before(spark, config, mark, changed).select("service_id")
-        after = links_now.where(_in("plan_id", changed)).select("service_id")
+        after = links_now.where(is_in("plan_id", changed)).select("service_id")
         affected = sorted(r["service_id"] for r in before.unionByName(after).distinct().collect())
         result.keys_changed = len(affected)
         # Medians need every link of a service: affected services are recomputed from silver.
         recomputed = services.to_service_patterns(
-            links_now.where(_in("service_id", affected)), names, live_plans
+            links_now.where(is_in("service_id", affected)), names, live_plans
         )
         # Every share moves with the number of live plans.
-        untouched = services.with_share(current.where(~_in("service_id", affected)), live_plans)
-        rewrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
+        untouched = services.with_share(current.where(~is_in("service_id", affected)), live_plans)
+        overwrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
     result.seconds = time.monotonic() - started
     return result
 
@@ -458,16 +462,16 @@ def _refresh_pairs(
     sources = {
         t.name: current_version(spark, config, t) for t in (SERVICE_PAIR_COUNTS, SERVICE_PATTERNS)
     }
-    result, _ = _start(spark, config, SERVICE_PAIRS, sources, full)
+    result, _ = begin_refresh(spark, config, SERVICE_PAIRS, sources, full)
     if result.mode == "up-to-date":
         return result
     result.mode = "full"
     rows = services.to_service_pairs(
-        read_at(spark, config, SERVICE_PAIR_COUNTS, sources[SERVICE_PAIR_COUNTS.name]),
-        read_at(spark, config, SERVICE_PATTERNS, sources[SERVICE_PATTERNS.name]),
+        io.read_version(spark, config, SERVICE_PAIR_COUNTS, sources[SERVICE_PAIR_COUNTS.name]),
+        io.read_version(spark, config, SERVICE_PATTERNS, sources[SERVICE_PATTERNS.name]),
         live_plans,
         config.gold.pair_min_support,
     )
-    rewrite(rows, config, SERVICE_PAIRS, Watermark(sources))
+    overwrite(rows, config, SERVICE_PAIRS, Watermark(sources))
     result.seconds = time.monotonic() - started
     return result

@@ -96,7 +96,7 @@ def _merge_plans(events: DataFrame, config: Config) -> int:
     """MERGE the newest event of each plan; returns how many plan rows changed."""
     rows = silver.to_plan_rows(silver.latest_per_plan(events))
     table = io.delta_table(events.sparkSession, config, PLANS)
-    before = table.history(1).select("version").first()
+    before = io.latest_version(events.sparkSession, config, PLANS)
     (
         table.alias("t")
         .merge(rows.alias("s"), "t.plan_id = s.plan_id")
@@ -105,7 +105,7 @@ def _merge_plans(events: DataFrame, config: Config) -> int:
         .execute()
     )
     last = table.history(1).select("version", "operationMetrics").first()
-    if last is None or before is None or last["version"] == before["version"]:
+    if last is None or last["version"] == before:
         return 0
     metrics = last["operationMetrics"]
     written = ("numTargetRowsUpdated", "numTargetRowsInserted")
