@@ -1,8 +1,9 @@
 # Every install step is here, each skipped when already done (stamp files track the inputs).
-#   make setup   venv + Python deps, Maven jars, FerretDB binary, PostgreSQL server package
+#   make setup   venv + Python deps, Maven jars, FerretDB binary, PostgreSQL server and Chromium
+#                packages
 #   make demo    setup, start the local stack, run the smoke pipeline, a small simulation,
-#                ingest it into bronze/silver/Elasticsearch, snapshot and reconcile
-#                (the README's main command)
+#                ingest it into bronze/silver/Elasticsearch, snapshot and reconcile, build gold,
+#                run the quality suites and profile gold.plan_costs (the README's main command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
 #   make down    stop the local stack
 
@@ -13,9 +14,9 @@ MVN     := mvn -q -B
 JARS    := build/jars
 STAMP_PY := $(VENV)/.installed
 
-.PHONY: setup python jars ferretdb postgres-server demo up down status test lint clean-state
+.PHONY: setup python jars ferretdb postgres-server chromium demo up down status test lint clean-state
 
-setup: python jars ferretdb postgres-server
+setup: python jars ferretdb postgres-server chromium
 
 python: $(STAMP_PY)
 $(STAMP_PY): pyproject.toml
@@ -39,6 +40,12 @@ postgres-server:
 	  { echo "installing postgresql-15 with apt-get"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15; }
 
+# Debian's browser for the headless report tests (Playwright drives it; it downloads nothing).
+chromium:
+	@command -v chromium >/dev/null || \
+	  { echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
 up: setup
 	$(BIN)/lakehouse stack up
 
@@ -56,6 +63,8 @@ demo: setup
 	$(BIN)/lakehouse snapshot
 	$(BIN)/lakehouse reconcile
 	$(BIN)/lakehouse jobs run all
+	$(BIN)/lakehouse quality run
+	$(BIN)/lakehouse quality profile gold.plan_costs
 
 test: setup
 	$(BIN)/ruff check .

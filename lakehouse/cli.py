@@ -195,7 +195,31 @@ def _jobs(args: argparse.Namespace) -> int:
     )
 
 
+def _quality(args: argparse.Namespace) -> int:
+    from lakehouse.quality import operations
+
+    if args.quality_command == "run":
+        return _with_spark(
+            args,
+            "lakehouse-quality",
+            lambda spark, config: operations.run(spark, config, args.layer, args.table, args.alert),
+        )
+    if args.quality_command == "report":
+        return _with_spark(
+            args,
+            "lakehouse-quality-report",
+            lambda spark, config: operations.show_report(spark, config, args.runs),
+        )
+    return _with_spark(
+        args,
+        "lakehouse-quality-profile",
+        lambda spark, config: operations.profile(spark, config, args.table),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from lakehouse.quality import operations as quality_operations
+
     parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__)
     parser.add_argument(
         "--env", help="configuration environment (conf/<env>.yaml); default $LAKEHOUSE_ENV or local"
@@ -276,6 +300,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="anomaly_detection: train, score (default) or both",
     )
     p_jobs.set_defaults(func=_jobs)
+
+    p_quality = sub.add_parser(
+        "quality", help="data quality suites, their history and table profiles"
+    )
+    quality_sub = p_quality.add_subparsers(dest="quality_command", required=True, metavar="ACTION")
+    p_qrun = quality_sub.add_parser(
+        "run", help="run the suites (exit 1 when an error-severity check fails)"
+    )
+    quality_operations.add_run_arguments(p_qrun)
+    p_qreport = quality_sub.add_parser("report", help="latest results per check and run history")
+    p_qreport.add_argument(
+        "--runs", type=_positive_int, default=10, help="runs of history to list (default 10)"
+    )
+    p_qprofile = quality_sub.add_parser(
+        "profile", help="profile a table into an HTML report with charts"
+    )
+    p_qprofile.add_argument("table", help="table name, e.g. gold.plan_costs")
+    p_quality.set_defaults(func=_quality)
     return parser
 
 

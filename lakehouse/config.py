@@ -44,6 +44,8 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_INGEST_MAX_OFFSETS": "ingest.max_offsets_per_trigger",
     "LAKEHOUSE_INGEST_TRIGGER_S": "ingest.trigger_interval_s",
     "LAKEHOUSE_MLFLOW_TRACKING_URI": "gold.mlflow_tracking_uri",
+    "LAKEHOUSE_ALERT_WEBHOOK_URL": "quality.alerts.webhook_url",
+    "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
 }
 
 
@@ -135,6 +137,42 @@ class GoldConfig:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    """Where a failed quality gate is reported, besides the log (always)."""
+
+    # An HTTP endpoint that receives the alert as JSON (POST). Webhook URLs often carry a token:
+    # set it with LAKEHOUSE_ALERT_WEBHOOK_URL rather than in a committed file.
+    webhook_url: str = ""
+    # A Prefect notification block, "<block-type-slug>/<block-name>" (e.g. slack-webhook/data).
+    prefect_block: str = ""
+    timeout_s: float = 10.0
+    # Delivery attempts per notifier before it gives up (and says so in the log).
+    attempts: int = 3
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Data quality suites, their history, freshness SLAs and alerts (`lakehouse quality ...`)."""
+
+    # HTML profiling reports; empty means <state_dir>/reports/quality.
+    reports_dir: str = ""
+    # Offending rows attached to an alert per failed check.
+    sample_rows: int = 5
+    # Metric anomalies against the previous run (Deequ's relative rate of change): a current-
+    # state table losing more than this share of its rows, a mean cost moving more than this
+    # share either way.
+    row_count_max_drop: float = 0.5
+    mean_max_change: float = 0.5
+    # Freshness SLAs: the newest event in silver, and the newest source data each gold table
+    # reflects, may be at most this old. 26 h = a nightly batch plus slack.
+    silver_max_age_minutes: float = 1560.0
+    gold_max_age_minutes: float = 1560.0
+    # error: a breach blocks publishing; warning: only reported.
+    freshness_severity: str = "error"
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -164,6 +202,7 @@ class Config:
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
     @property
@@ -229,6 +268,7 @@ def load_config(
     config = _build(Config, merged, prefix="", source=source)
     _check_ingest(config.ingest, source)
     _check_gold(config.gold, source)
+    _check_quality(config.quality, source)
     return _resolve_local_paths(config)
 
 
@@ -342,6 +382,31 @@ def _type_at(dotted: str) -> Any:
     return cls
 
 
+def _check_quality(quality: QualityConfig, source: str) -> None:
+    if quality.sample_rows < 0:
+        raise ConfigError(f"{source}: quality.sample_rows must be >= 0")
+    for name in ("row_count_max_drop", "mean_max_change"):
+        if not 0.0 < getattr(quality, name) < 1.0:
+            raise ConfigError(f"{source}: quality.{name} must be a share between 0 and 1")
+    for name in ("silver_max_age_minutes", "gold_max_age_minutes"):
+        if getattr(quality, name) <= 0:
+            raise ConfigError(f"{source}: quality.{name} must be > 0 minutes")
+    if quality.freshness_severity not in ("error", "warning"):
+        raise ConfigError(
+            f"{source}: quality.freshness_severity must be error or warning, "
+            f"got {quality.freshness_severity!r}"
+        )
+    alerts = quality.alerts
+    if alerts.webhook_url and urlsplit(alerts.webhook_url).scheme not in ("http", "https"):
+        raise ConfigError(f"{source}: quality.alerts.webhook_url must be an http(s) URL")
+    if alerts.prefect_block and alerts.prefect_block.count("/") != 1:
+        raise ConfigError(
+            f"{source}: quality.alerts.prefect_block must be <block-type-slug>/<block-name>"
+        )
+    if alerts.timeout_s <= 0 or alerts.attempts < 1:
+        raise ConfigError(f"{source}: quality.alerts.timeout_s must be > 0 and attempts >= 1")
+
+
 def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, expected in _field_types(cls).items():
@@ -416,5 +481,8 @@ def _resolve_local_paths(config: Config) -> Config:
         warehouse=resolve(config.warehouse),
         checkpoints=resolve(config.checkpoints),
         state_dir=resolve(config.state_dir),
+        quality=dataclasses.replace(
+            config.quality, reports_dir=resolve(config.quality.reports_dir)
+        ),
         spark=dataclasses.replace(config.spark, jars_dir=resolve(config.spark.jars_dir)),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse.config import Config
 from lakehouse.tables import Table
@@ -43,6 +44,18 @@ def latest_version(spark: SparkSession, config: Config, table: Table) -> int:
     row = delta_table(spark, config, table).history(1).select("version").first()
     assert row is not None, f"{table.name} has no commits"
     return int(row["version"])
+
+
+def commit_epoch(spark: SparkSession, config: Config, table: Table, version: int) -> float | None:
+    """When `version` of the table was committed (epoch seconds); None once the log is gone."""
+    row = (
+        delta_table(spark, config, table)
+        .history()
+        .where(F.col("version") == version)
+        .select(F.col("timestamp").cast("double").alias("t"))
+        .first()
+    )
+    return None if row is None else float(row["t"])
 
 
 def table_exists(spark: SparkSession, config: Config, table: Table) -> bool:

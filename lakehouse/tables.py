@@ -281,6 +281,38 @@ GOLD_PLAN_ANOMALIES = _struct(
 )
 
 
+# --------------------------------------------------------------------------------------- quality
+# One row per check per run (lakehouse/quality): what was checked, on which table version, with
+# which suite version, and how it came out. status: passed | failed; value: the metric the check
+# compared (a share for most checks, the row count or mean for anomalies, minutes for freshness).
+QUALITY_RESULTS = _struct(
+    ("run_id", StringType(), False),
+    ("run_at", TimestampType(), False),
+    ("layer", StringType(), False),
+    ("table_name", StringType(), False),
+    ("table_version", LongType(), True),
+    ("suite_version", StringType(), False),
+    ("check_name", StringType(), False),
+    ("check_kind", StringType(), False),
+    ("severity", StringType(), False),
+    ("status", StringType(), False),
+    ("value", DoubleType(), True),
+    ("message", StringType(), True),
+)
+
+# Every metric Deequ computed in a run (one row per entity/instance/name), for trends.
+QUALITY_METRICS = _struct(
+    ("run_id", StringType(), False),
+    ("run_at", TimestampType(), False),
+    ("table_name", StringType(), False),
+    ("table_version", LongType(), True),
+    ("entity", StringType(), False),
+    ("instance", StringType(), False),
+    ("metric", StringType(), False),
+    ("value", DoubleType(), True),
+)
+
+
 @dataclass(frozen=True)
 class Table:
     """A Delta table: its path below the warehouse and its declared schema."""
@@ -334,6 +366,15 @@ GOLD_TABLES = (
     SERVICE_PAIRS,
     PLAN_ANOMALIES,
 )
+
+QUALITY_RESULTS_TABLE = Table("quality.results", "quality/results", QUALITY_RESULTS)
+QUALITY_METRICS_TABLE = Table("quality.metrics", "quality/metrics", QUALITY_METRICS)
+
+# Every table a quality suite can name, by its name.
+TABLES_BY_NAME: dict[str, Table] = {
+    t.name: t
+    for t in (BRONZE_EVENTS, QUARANTINE, SNAPSHOTS, *SILVER_TABLES, *GOLD_TABLES, RECONCILIATION)
+}
 
 # Checkpoints, relative to `config.checkpoint_root`: one per streaming query, never shared.
 BRONZE_CHECKPOINT = "bronze_plan_events"

@@ -59,10 +59,12 @@ def apply_plan_events(events: DataFrame, config: Config, search_index: bool = Tr
     try:
         linked = silver.linked_services(current).persist()
         try:
-            with timer("plan_services"):
-                _merge_plan_services(linked, touched, config)
+            # Services first: a reader of plan_services then always finds every service it
+            # links in silver.services (services are never deleted).
             with timer("services"):
                 _merge_services(linked, config)
+            with timer("plan_services"):
+                _merge_plan_services(linked, touched, config)
         finally:
             linked.unpersist()
         if search_index:

@@ -27,6 +27,8 @@ from lakehouse.ingest.operations import ingest
 from lakehouse.plans.generator import generate_plan, random_change
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
+from lakehouse.quality import suites as quality_suites
+from lakehouse.quality.runner import run_quality
 from lakehouse.tables import (
     COST_TRENDS,
     GOLD_TABLES,
@@ -34,6 +36,7 @@ from lakehouse.tables import (
     PLAN_COSTS,
     SERVICE_PAIR_COUNTS,
     SERVICE_PATTERNS,
+    SNAPSHOTS,
 )
 
 pytestmark = pytest.mark.usefixtures("local_stack")
@@ -161,6 +164,17 @@ def _change_some_plans(store: PlanStore, rng: random.Random) -> None:
     store.flush()
 
 
+def _assert_quality_is_clean(spark, lake: Config) -> None:
+    """Every suite passes on what the real pipeline wrote: no error and no warning (the second
+    call also compares row counts and means with the first through Deequ's repository)."""
+    # no Mongo snapshot is taken in this test
+    chosen = [s for s in quality_suites.suites(lake) if s.table is not SNAPSHOTS]
+    run = run_quality(spark, lake, chosen)
+    failed = [(r.table, r.check, r.message) for r in run.results if not r.passed]
+    assert failed == []
+    assert len({r.table for r in run.results}) == 11
+
+
 def test_gold_matches_the_documents_and_incremental_equals_full(
     spark, config: Config, tmp_path: Path
 ) -> None:
@@ -172,10 +186,13 @@ def test_gold_matches_the_documents_and_incremental_equals_full(
             assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
             _assert_gold_matches_documents(spark, lake, store)
 
+            _assert_quality_is_clean(spark, lake)
+
             _change_some_plans(store, random.Random(SEED))
             assert ingest(spark, lake, once=True) == 0
             assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
             _assert_gold_matches_documents(spark, lake, store)
+            _assert_quality_is_clean(spark, lake)
         for table in GOLD_TABLES[:-1]:  # anomalies: scored, not derived from silver directly
             assert maintain.read_watermark(spark, lake, table) is not None, table.name
         incremental = _gold_content(spark, lake)

@@ -53,3 +53,11 @@ def test_submit_without_a_job_prints_usage():
     result = subprocess.run([str(ROOT / "jobs" / "submit.sh")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "usage: jobs/submit.sh JOB.py [job args...]"
+
+
+def test_spark_submit_quality_job_fails_on_missing_gold(tmp_path):
+    result = submit("jobs/data_quality.py", "--layer", "gold", warehouse=tmp_path / "wh")
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "quality FAILED: 6 tables, 6 checks, 0 passed, 6 error(s), 0 warning(s)" in result.stdout
+    missing = [line for line in result.stdout.splitlines() if "table exists" in line]
+    assert len(missing) == 6 and all(" FAIL " in line for line in missing)

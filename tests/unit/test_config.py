@@ -271,6 +271,12 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_INGEST_MAX_OFFSETS": ("500", 500),
     "LAKEHOUSE_INGEST_TRIGGER_S": ("0.5", 0.5),
     "LAKEHOUSE_MLFLOW_TRACKING_URI": ("http://mlflow.internal:5000", "http://mlflow.internal:5000"),
+    # A webhook URL may carry a token: the environment is where it belongs.
+    "LAKEHOUSE_ALERT_WEBHOOK_URL": (
+        "https://hooks.example.internal/T0/B1/token",
+        "https://hooks.example.internal/T0/B1/token",
+    ),
+    "LAKEHOUSE_ALERT_PREFECT_BLOCK": ("slack-webhook/data-alerts", "slack-webhook/data-alerts"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
@@ -767,6 +773,30 @@ def test_bad_ingest_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: s
 def test_bad_gold_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fix)):
         load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fix"),
+    [
+        ("quality:\n  sample_rows: -1\n", "quality.sample_rows must be >= 0"),
+        ("quality:\n  row_count_max_drop: 1.5\n", "quality.row_count_max_drop must be a share"),
+        ("quality:\n  mean_max_change: 0\n", "quality.mean_max_change must be a share"),
+        ("quality:\n  gold_max_age_minutes: 0\n", "quality.gold_max_age_minutes must be > 0"),
+        ("quality:\n  freshness_severity: fatal\n", "must be error or warning, got 'fatal'"),
+        ("quality:\n  alerts:\n    webhook_url: ftp://x\n", "webhook_url must be an http(s) URL"),
+        ("quality:\n  alerts:\n    prefect_block: slack\n", "<block-type-slug>/<block-name>"),
+        ("quality:\n  alerts:\n    attempts: 0\n", "attempts >= 1"),
+        ("quality:\n  alerts:\n    channel: x\n", "unknown key 'quality.alerts.channel'"),
+    ],
+)
+def test_bad_quality_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
+def test_quality_reports_dir_resolves_from_the_project_root(tmp_path: Path) -> None:
+    quality = load(write_conf(tmp_path, base="", dev="quality:\n  reports_dir: out/q\n")).quality
+    assert quality.reports_dir == str(PROJECT_ROOT / "out/q")
 
 
 def test_ingest_defaults_are_sane(tmp_path: Path) -> None:
