@@ -208,7 +208,7 @@ def _quality(args: argparse.Namespace) -> int:
         return _with_spark(
             args,
             "lakehouse-quality-report",
-            lambda spark, config: operations.show_report(spark, config, args.runs),
+            lambda spark, config: operations.show_report(spark, config, args.runs, args.html),
         )
     return _with_spark(
         args,
@@ -312,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_qreport = quality_sub.add_parser("report", help="latest results per check and run history")
     p_qreport.add_argument(
         "--runs", type=_positive_int, default=10, help="runs of history to list (default 10)"
+    )
+    p_qreport.add_argument(
+        "--html", action="store_true", help="also write the history page with charts"
     )
     p_qprofile = quality_sub.add_parser(
         "profile", help="profile a table into an HTML report with charts"

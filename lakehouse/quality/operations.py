@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.quality import report, suites
 from lakehouse.quality.alerts import configured_notifiers, dispatch
 from lakehouse.quality.gate import alert_for
-from lakehouse.quality.profile import profile_table
+from lakehouse.quality.profile import profile_table, reports_dir
 from lakehouse.quality.runner import run_quality
-from lakehouse.tables import QUALITY_RESULTS_TABLE
+from lakehouse.tables import QUALITY_METRICS_TABLE, QUALITY_RESULTS_TABLE
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +41,9 @@ def run(
     except ValueError as exc:
         print(f"lakehouse: {exc}", file=sys.stderr)
         return 2
-    outcome = run_quality(spark, config, chosen)
+    outcome = run_quality(
+        spark, config, chosen, progress=lambda line: print(line, file=sys.stderr, flush=True)
+    )
     print(report.format_results(outcome.results))
     print()
     print(report.summary_line(outcome.results) + f" (run {outcome.run_id})")
@@ -54,7 +57,7 @@ def run(
     return 0 if outcome.ok else 1
 
 
-def show_report(spark: SparkSession, config: Config, runs: int) -> int:
+def show_report(spark: SparkSession, config: Config, runs: int, html: bool = False) -> int:
     if not io.table_exists(spark, config, QUALITY_RESULTS_TABLE):
         print("no quality runs yet: run `lakehouse quality run`", file=sys.stderr)
         return 1
@@ -95,8 +98,39 @@ def show_report(spark: SparkSession, config: Config, runs: int) -> int:
             ],
         )
     )
+    if html:
+        page = write_history_page(spark, config, results)
+        print(f"\nhistory page: {page}")
     failing = [r for r in latest if r.status == "failed" and r.severity == "error"]
     return 1 if failing else 0
+
+
+def write_history_page(spark: SparkSession, config: Config, results: DataFrame) -> Path:
+    """`<reports_dir>/history/<UTC time>.html`: each table's status per run, row counts over
+    time and what fails now."""
+    now = datetime.now(UTC)
+    statuses = [
+        (s.run_at, s.table_name, s.errors, s.warnings)
+        for s in report.table_status(results).collect()
+    ]
+    sizes = []
+    if io.table_exists(spark, config, QUALITY_METRICS_TABLE):
+        metrics = io.read_table(spark, config, QUALITY_METRICS_TABLE)
+        sizes = [
+            (m.run_at, m.table_name, m.value)
+            for m in metrics.where("metric = 'Size' AND entity = 'Dataset'").collect()
+        ]
+    failing = [
+        (r.table_name, r.check_name, r.severity, r.message or "")
+        for r in report.latest_per_table(results)
+        .where("status = 'failed'")
+        .orderBy("table_name", "check_name")
+        .collect()
+    ]
+    target = reports_dir(config) / "history" / f"{now:%Y%m%dT%H%M%SZ}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report.render_history_html(statuses, sizes, failing, now), encoding="utf-8")
+    return target
 
 
 def profile(spark: SparkSession, config: Config, table: str) -> int:

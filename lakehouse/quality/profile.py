@@ -8,7 +8,6 @@ page with inline SVG charts (no scripts, no external files), so the report opens
 from __future__ import annotations
 
 import html
-import io as text_io
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from pyspark.sql.types import (
 
 from lakehouse import io
 from lakehouse.config import Config
+from lakehouse.quality.charts import pyplot, to_svg
 from lakehouse.tables import TABLES_BY_NAME
 
 # Deequ keeps exact value histograms for columns with at most this many distinct values.
@@ -197,23 +197,8 @@ def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:,.4g}"
 
 
-def _svg(figure) -> str:  # type: ignore[no-untyped-def]
-    import matplotlib.pyplot as plt
-
-    buffer = text_io.StringIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="svg")
-    plt.close(figure)
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
 def _overview_svg(columns: list[ColumnSummary]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [c.name for c in columns]
     height = max(2.5, 0.3 * len(columns) + 1)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, height), sharey=True)
@@ -224,33 +209,25 @@ def _overview_svg(columns: list[ColumnSummary]) -> str:
     right.barh(names, [max(c.distinct, 1) for c in columns], color="#55a868")
     right.set_xscale("log")
     right.set_xlabel("distinct values (approx., log)")
-    return _svg(figure)
+    return to_svg(figure)
 
 
 def _histogram_svg(column: ColumnSummary) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [value[:24] for value, _ in column.histogram]
     figure, axes = plt.subplots(figsize=(5, max(2.0, 0.3 * len(labels) + 0.8)))
     axes.barh(labels, [count for _, count in column.histogram], color="#8172b2")
     axes.invert_yaxis()
     axes.set_xlabel("rows")
-    return _svg(figure)
+    return to_svg(figure)
 
 
 def _buckets_svg(column: ColumnSummary) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(5, 2.6))
     lows = [low for low, _, _ in column.buckets]
     widths = [max(high - low, 1e-9) for low, high, _ in column.buckets]
     axes.bar(lows, [count for _, _, count in column.buckets], width=widths, align="edge")
     axes.set_xlabel(column.name)
     axes.set_ylabel("rows")
-    return _svg(figure)
+    return to_svg(figure)

@@ -1,13 +1,18 @@
-"""Readable summaries of quality runs: the console table of one run, and the run history."""
+"""Readable summaries of quality runs: the console table of one run, the run history, and the
+history page (status of every table per run and row counts over time, as charts)."""
 
 from __future__ import annotations
 
+import html
+import math
 from collections.abc import Sequence
+from datetime import datetime
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from lakehouse.quality.charts import pyplot, to_svg
 from lakehouse.quality.runner import CheckResult
 
 _MESSAGE_CHARS = 70
@@ -77,6 +82,105 @@ def latest_per_table(results: DataFrame) -> DataFrame:
         .where(F.col("run_at") == F.col("_newest"))
         .drop("_newest")
     )
+
+
+def table_status(results: DataFrame) -> DataFrame:
+    """quality.results -> one row per (run, table): run_id, run_at, table_name, errors and
+    warnings (failed checks of each severity)."""
+    failed = F.col("status") == "failed"
+    return results.groupBy("run_id", "run_at", "table_name").agg(
+        F.sum((failed & (F.col("severity") == "error")).cast("int")).alias("errors"),
+        F.sum((failed & (F.col("severity") == "warning")).cast("int")).alias("warnings"),
+    )
+
+
+def render_history_html(
+    statuses: Sequence[tuple[datetime, str, int, int]],
+    row_counts: Sequence[tuple[datetime, str, float]],
+    failing: Sequence[tuple[str, str, str, str]],
+    generated_at: datetime,
+) -> str:
+    """The history page. `statuses`: (run_at, table, errors, warnings) per table per run;
+    `row_counts`: (run_at, table, rows) from Deequ's Size metric; `failing`: (table, check,
+    severity, message) of each table's latest run."""
+    runs = sorted({at for at, *_ in statuses})
+    tables = sorted({table for _, table, *_ in statuses})
+    figures = [
+        ("status", "Status of every table per run", _status_svg(statuses, runs, tables)),
+    ]
+    if row_counts:
+        figures.append(("row-counts", "Rows per table per run", _row_counts_svg(row_counts)))
+    body = "\n".join(
+        f'<figure class="chart" data-chart="{key}"><figcaption>{html.escape(title)}</figcaption>'
+        f"{svg}</figure>"
+        for key, title, svg in figures
+    )
+    rows = "\n".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in failing
+    )
+    failures = (
+        "<table><thead><tr><th>table</th><th>check</th><th>severity</th><th>message</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
+        if failing
+        else "<p>Every check passed in each table's latest run.</p>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Data quality history</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+figure.chart {{ margin: 1em 0; }}
+figcaption {{ font-weight: bold; margin-bottom: .5em; }}
+</style></head><body>
+<h1>Data quality history</h1>
+<p>{len(runs)} run(s) of {len(tables)} table(s), generated {generated_at:%Y-%m-%d %H:%M:%S} UTC.</p>
+<h2>Failing now</h2>
+{failures}
+{body}
+</body></html>
+"""
+
+
+def _status_svg(
+    statuses: Sequence[tuple[datetime, str, int, int]],
+    runs: list[datetime],
+    tables: list[str],
+) -> str:
+    from matplotlib.colors import ListedColormap
+
+    plt = pyplot()
+    # 0 passed, 1 warnings only, 2 errors; NaN: the table was not in that run
+    grid = [[math.nan] * len(runs) for _ in tables]
+    for at, table, errors, warnings in statuses:
+        grid[tables.index(table)][runs.index(at)] = 2 if errors else (1 if warnings else 0)
+    figure, axes = plt.subplots(
+        figsize=(max(5.0, 0.5 * len(runs) + 3), max(2.0, 0.35 * len(tables) + 1))
+    )
+    colours = ListedColormap(["#55a868", "#dd8452", "#c44e52"])
+    axes.pcolormesh(grid, cmap=colours, vmin=0, vmax=2, edgecolors="white", linewidth=1)
+    axes.set_yticks([i + 0.5 for i in range(len(tables))], tables)
+    axes.set_xticks(
+        [i + 0.5 for i in range(len(runs))], [f"{at:%m-%d %H:%M}" for at in runs], rotation=60
+    )
+    axes.invert_yaxis()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.colors]
+    axes.legend(handles, ["passed", "warnings", "errors"], loc="upper left", bbox_to_anchor=(1, 1))
+    return to_svg(figure)
+
+
+def _row_counts_svg(row_counts: Sequence[tuple[datetime, str, float]]) -> str:
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(9, 4))
+    for table in sorted({table for _, table, _ in row_counts}):
+        points = sorted((at, rows) for at, name, rows in row_counts if name == table)
+        axes.plot([at for at, _ in points], [rows for _, rows in points], marker="o", label=table)
+    axes.set_yscale("log")
+    axes.set_ylabel("rows (log)")
+    axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small")
+    figure.autofmt_xdate()
+    return to_svg(figure)
 
 
 def _short(text: str) -> str:

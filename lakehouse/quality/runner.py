@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -112,23 +112,22 @@ def run_quality(
     suites: Sequence[Suite],
     now: datetime | None = None,
     record: bool = True,
+    progress: Callable[[str], None] = log.info,
 ) -> QualityRun:
     """Run `suites` and (unless `record` is false) append their results and metrics to the
-    quality tables. `now` stands in for the clock (freshness, Deequ's result key)."""
+    quality tables. `now` stands in for the clock (freshness, Deequ's result key); `progress`
+    gets one line per table checked."""
     run_at = (now or datetime.now(UTC)).astimezone(UTC)
     run = QualityRun(f"{run_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}", run_at)
-    for suite in suites:
+    for number, suite in enumerate(suites, start=1):
         started = time.monotonic()
         results, metrics = run_suite(spark, config, suite, run_at)
         run.results.extend(results)
         run.metrics.extend(metrics)
         failed = sum(not r.passed for r in results)
-        log.info(
-            "quality %s: %d checks, %d failed (%.1f s)",
-            suite.table.name,
-            len(results),
-            failed,
-            time.monotonic() - started,
+        progress(
+            f"[{number}/{len(suites)}] {suite.table.name}: {len(results)} checks, "
+            f"{failed} failed ({time.monotonic() - started:.1f} s)"
         )
     if record:
         record_run(spark, config, run)
@@ -141,7 +140,13 @@ def run_suite(
     """Check one table at its latest version."""
     table = suite.table
 
-    def result(rule: Rule | None, passed: bool, value: float | None, message: str, version=None):
+    def result(
+        rule: Rule | None,
+        passed: bool,
+        value: float | None,
+        message: str,
+        version: int | None = None,
+    ) -> CheckResult:
         return CheckResult(
             table=table.name,
             layer=suite.layer,
@@ -161,7 +166,14 @@ def run_suite(
     frame = io.read_version(spark, config, table, version)
     for rule in suite.rules:
         if isinstance(rule, References):
-            reference = io.read_table(spark, config, TABLES_BY_NAME[rule.ref_table])
+            ref_table = TABLES_BY_NAME[rule.ref_table]
+            # Read after the checked table's version was pinned: a reference written before
+            # its children (silver.services before plan_services) is never behind them.
+            reference = (
+                io.read_table(spark, config, ref_table)
+                if io.table_exists(spark, config, ref_table)
+                else spark.createDataFrame([], ref_table.schema)
+            )
             frame = rules.with_reference_flag(frame, rule, reference)
     frame = frame.persist()
     try:

@@ -138,6 +138,16 @@ def test_each_rule_kind_passes_good_data_and_fails_crafted_bad_data(
     assert offending_ids == (["i1", "i1"] if isinstance(rule, Unique) else ["bad"])
 
 
+def test_a_missing_reference_table_breaks_every_reference(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    lake = _lake(config, tmp_path)  # no silver.services at all
+    rule = References("service_id", tables.SERVICES.name, "service_id")
+    result = _check(spark, lake, rule, GOOD)
+    assert (result.passed, result.value) == (False, 0.0)
+    assert sorted(sample["id"] for sample in result.samples) == ["i1", "i2"]
+
+
 def test_a_warning_check_fails_without_blocking(spark, config: Config, tmp_path: Path) -> None:
     lake = _lake(config, tmp_path)
     result = _check(spark, lake, Complete("kind", severity="warning"), [_item("x", kind=None)])
@@ -448,9 +458,13 @@ def test_quality_cli_reports_failures_history_and_profiles(
         "quality FAILED: 1 tables, 6 checks, 5 passed, 1 error(s), 0 warning(s)"
     )
 
-    shown = run("quality", "report", "--runs", "5")
+    shown = run("quality", "report", "--runs", "5", "--html")
     assert shown.returncode == 1, shown.stderr  # the latest result of a check is a failed error
     assert "last 1 run(s):" in shown.stdout and "silver.plan_services" in shown.stdout
+    history_page = Path(shown.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    page = history_page.read_text()
+    assert 'data-chart="status"' in page and 'data-chart="row-counts"' in page
+    assert "references(service_id -&gt; silver.services.service_id)" in page
 
     profiled = run("quality", "profile", "silver.plan_services")
     assert profiled.returncode == 0, profiled.stderr

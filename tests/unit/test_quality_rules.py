@@ -302,3 +302,23 @@ def test_profile_page_has_one_chart_per_distribution() -> None:
     assert 'data-column="plan_type"' in page and 'data-column="total_cost"' in page
     assert "Not profiled (binary or nested): doc" in page
     assert "<script" not in page
+
+
+def test_history_page_draws_status_per_table_per_run() -> None:
+    first, second = datetime(2026, 11, 25, 2, tzinfo=UTC), datetime(2026, 11, 26, 2, tzinfo=UTC)
+    page = report.render_history_html(
+        statuses=[
+            (first, "gold.plan_costs", 0, 0),
+            (first, "silver.plans", 0, 1),
+            (second, "gold.plan_costs", 2, 0),
+        ],
+        row_counts=[(first, "gold.plan_costs", 200.0), (second, "gold.plan_costs", 90.0)],
+        failing=[("gold.plan_costs", "unique(plan_id)", "error", "98% of key values occur once")],
+        generated_at=second,
+    )
+    assert "2 run(s) of 2 table(s)" in page
+    assert page.count('<figure class="chart"') == 2 and page.count("<svg") == 2
+    assert "<td>unique(plan_id)</td>" in page
+    # one grid cell per (table, run): silver.plans was not in the second run
+    status_svg = page[page.index('data-chart="status"') : page.index('data-chart="row-counts"')]
+    assert "gold.plan_costs" in status_svg and "silver.plans" in status_svg
