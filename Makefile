@@ -3,7 +3,8 @@
 #                packages
 #   make demo    setup, start the local stack, run the smoke pipeline, a small simulation,
 #                ingest it into bronze/silver/Elasticsearch, snapshot and reconcile, build gold,
-#                run the quality suites and profile gold.plan_costs (the README's main command)
+#                run the quality suites and, if they pass, mirror gold to PostgreSQL, and
+#                profile gold.plan_costs (the README's main command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
 #   make down    stop the local stack
 
@@ -63,7 +64,7 @@ demo: setup
 	$(BIN)/lakehouse snapshot
 	$(BIN)/lakehouse reconcile
 	$(BIN)/lakehouse jobs run all
-	$(BIN)/lakehouse quality run
+	$(BIN)/lakehouse publish
 	$(BIN)/lakehouse quality profile gold.plan_costs
 
 test: setup

@@ -217,6 +217,12 @@ def _quality(args: argparse.Namespace) -> int:
     )
 
 
+def _publish(args: argparse.Namespace) -> int:
+    from lakehouse.serving.publish import gated_publish
+
+    return _with_spark(args, "lakehouse-publish", gated_publish)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lakehouse.quality import operations as quality_operations
 
@@ -321,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_qprofile.add_argument("table", help="table name, e.g. gold.plan_costs")
     p_quality.set_defaults(func=_quality)
+
+    p_publish = sub.add_parser(
+        "publish",
+        help="run the quality suites, then mirror gold to PostgreSQL unless an error check failed",
+    )
+    p_publish.set_defaults(func=_publish)
     return parser
 
 
@@ -375,10 +387,18 @@ def _known_failure(exc: Exception) -> str | None:
     from lakehouse.ingest.search import SearchSyncError
     from lakehouse.ingest.snapshot import SnapshotMissing
     from lakehouse.plans.store import PlanStoreError
+    from lakehouse.serving.mirror import MirrorError
     from lakehouse.spark import SparkSetupError
     from lakehouse.stack import StackError
 
-    known = StackError | SparkSetupError | PlanStoreError | SnapshotMissing | SearchSyncError
+    known = (
+        StackError
+        | SparkSetupError
+        | PlanStoreError
+        | SnapshotMissing
+        | SearchSyncError
+        | MirrorError
+    )
     if isinstance(exc, known):
         return str(exc)
     if isinstance(exc, ServerSelectionTimeoutError):

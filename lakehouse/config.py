@@ -173,6 +173,19 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class ServingConfig:
+    """The PostgreSQL mirror of gold (`lakehouse publish`)."""
+
+    # The schema of the warehouse database that holds the mirror.
+    schema: str = "gold"
+    # The read-only role dashboards connect as (password: LAKEHOUSE_BI_PASSWORD, never a file).
+    bi_role: str = "lakehouse_bi"
+    # A PostgreSQL that cannot be reached is retried this often, the pause doubling from this.
+    attempts: int = 5
+    backoff_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -203,6 +216,7 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
     @property
@@ -269,6 +283,7 @@ def load_config(
     _check_ingest(config.ingest, source)
     _check_gold(config.gold, source)
     _check_quality(config.quality, source)
+    _check_serving(config.serving, source)
     return _resolve_local_paths(config)
 
 
@@ -405,6 +420,17 @@ def _check_quality(quality: QualityConfig, source: str) -> None:
         )
     if alerts.timeout_s <= 0 or alerts.attempts < 1:
         raise ConfigError(f"{source}: quality.alerts.timeout_s must be > 0 and attempts >= 1")
+
+
+def _check_serving(serving: ServingConfig, source: str) -> None:
+    for name in ("schema", "bi_role"):
+        value = getattr(serving, name)
+        if not value.isidentifier() or value != value.lower():
+            raise ConfigError(
+                f"{source}: serving.{name} must be a lower-case identifier, got {value!r}"
+            )
+    if serving.attempts < 1 or serving.backoff_s < 0:
+        raise ConfigError(f"{source}: serving.attempts must be >= 1 and backoff_s >= 0")
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:

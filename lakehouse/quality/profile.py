@@ -8,16 +8,21 @@ page with inline SVG charts (no scripts, no external files), so the report opens
 from __future__ import annotations
 
 import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
+    DateType,
     MapType,
     StructType,
+    TimestampType,
 )
 
 from lakehouse import io
@@ -87,14 +92,24 @@ def profile_columns(
 
     nested = (BinaryType, ArrayType, MapType, StructType)
     skipped = [f.name for f in frame.schema.fields if isinstance(f.dataType, nested)]
-    flat = frame.select(*[c for c in frame.columns if c not in skipped])
-    result = (
-        ColumnProfilerRunner(spark)
-        .onData(flat)
-        .withKLLProfiling()
-        .setKLLParameters(KLLParameters(spark, 2048, 0.64, _KLL_BUCKETS))
-        .run()
+    # Deequ's profiler has no date or time type: it profiles them as text (value histograms)
+    flat = frame.select(
+        *[
+            F.col(f.name).cast("string")
+            if isinstance(f.dataType, DateType | TimestampType)
+            else F.col(f.name)
+            for f in frame.schema.fields
+            if f.name not in skipped
+        ]
     )
+    with _quiet_codegen(spark):
+        result = (
+            ColumnProfilerRunner(spark)
+            .onData(flat)
+            .withKLLProfiling()
+            .setKLLParameters(KLLParameters(spark, 2048, 0.64, _KLL_BUCKETS))
+            .run()
+        )
     rows = flat.count()
     summaries = []
     for name in flat.columns:
@@ -124,6 +139,29 @@ def profile_columns(
             )
         )
     return rows, summaries, skipped
+
+
+@contextmanager
+def _quiet_codegen(spark: SparkSession) -> Iterator[None]:
+    """The profiler's aggregations trip Spark's expression code generator, which logs a stack
+    trace and then interprets them instead (correct, just slower). Keep those traces out of the
+    console while the profiler runs."""
+    log4j = spark._jvm.org.apache.logging.log4j  # type: ignore[union-attr]
+    loggers = (
+        "org.apache.spark.sql.catalyst.expressions.codegen.CodeGenerator",
+        "org.apache.spark.sql.catalyst.expressions.MutableProjection",
+        "org.apache.spark.sql.catalyst.expressions.codegen.CodeGeneratorWithInterpretedFallback",
+        "org.apache.spark.sql.execution.WholeStageCodegenExec",
+    )
+    manager = log4j.LogManager
+    previous = {name: manager.getLogger(name).getLevel() for name in loggers}
+    for name in loggers:
+        log4j.core.config.Configurator.setLevel(name, log4j.Level.OFF)
+    try:
+        yield
+    finally:
+        for name, level in previous.items():
+            log4j.core.config.Configurator.setLevel(name, level)
 
 
 def render_html(profile: TableProfile) -> str:

@@ -787,6 +787,9 @@ def test_bad_gold_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str
         ("quality:\n  alerts:\n    prefect_block: slack\n", "<block-type-slug>/<block-name>"),
         ("quality:\n  alerts:\n    attempts: 0\n", "attempts >= 1"),
         ("quality:\n  alerts:\n    channel: x\n", "unknown key 'quality.alerts.channel'"),
+        ("serving:\n  schema: Gold-Mirror\n", "serving.schema must be a lower-case identifier"),
+        ("serving:\n  bi_role: 'bi; drop'\n", "serving.bi_role must be a lower-case identifier"),
+        ("serving:\n  attempts: 0\n", "serving.attempts must be >= 1"),
     ],
 )
 def test_bad_quality_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:

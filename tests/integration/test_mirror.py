@@ -1,0 +1,261 @@
+"""The gold -> PostgreSQL mirror against the real local PostgreSQL: explicit types, rows and
+indexes; idempotence; readers never see a partial table; an unreachable server is retried; the
+BI role reads the mirror and nothing else; a failed quality gate leaves the previous mirror."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import psycopg2
+import pytest
+from pyspark.sql import functions as F
+from support import TcpProxy
+
+from lakehouse import clients, io, tables
+from lakehouse.config import Config
+from lakehouse.gold.maintain import Watermark, overwrite
+from lakehouse.quality import suites
+from lakehouse.quality.alerts import LogNotifier
+from lakehouse.quality.gate import publish_if_clean
+from lakehouse.serving import mirror
+
+pytestmark = pytest.mark.usefixtures("local_stack")
+
+NOW = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def lake(config: Config, tmp_path: Path):
+    """A private warehouse and mirror schema; the schema is dropped afterwards."""
+    schema = f"gold_test_{uuid.uuid4().hex[:8]}"
+    lake = dataclasses.replace(
+        config,
+        warehouse=str(tmp_path / "warehouse"),
+        serving=dataclasses.replace(config.serving, schema=schema, attempts=8, backoff_s=0.5),
+    )
+    yield lake
+    conn = clients.pg_connect(config)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        conn.close()
+
+
+def _plan_costs(spark, config: Config, count: int, plan_version: int = 1) -> None:
+    """gold.plan_costs with `count` rows (tricky text, nulls), watermarked like a refresh."""
+    for source in (tables.PLANS, tables.PLAN_SERVICES):
+        io.ensure_table(spark, config, source)
+    sources = {
+        t.name: io.latest_version(spark, config, t) for t in (tables.PLANS, tables.PLAN_SERVICES)
+    }
+    orgs = ["example.org", 'quote "q", comma', "line\nbreak", None, ""]
+    rows = [
+        (
+            f"p-{n:05d}",
+            plan_version,
+            orgs[n % len(orgs)],
+            suites.PLAN_TYPES[n % len(suites.PLAN_TYPES)],
+            date(2024, 1 + n % 12, 1 + n % 28),
+            date(2024, 1 + n % 12, 1),
+            None if n % 7 == 0 else 100.0 + n,
+            12.5,
+            2 + n % 4,
+            n % 3,
+            1e7 + n,
+            5.0,
+            None,
+            None if n % 7 == 0 else 1e7 + 112.5 + n,
+            NOW,
+        )
+        for n in range(count)
+    ]
+    io.ensure_table(spark, config, tables.PLAN_COSTS)
+    overwrite(
+        spark.createDataFrame(rows, tables.GOLD_PLAN_COSTS),
+        config,
+        tables.PLAN_COSTS,
+        Watermark(sources),
+    )
+
+
+def _query(config: Config, sql: str, user: str | None = None) -> list[tuple]:
+    conn = clients.pg_connect(config, **({"user": user} if user else {}))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def test_publish_maps_types_copies_rows_and_indexes_keys(spark, lake: Config) -> None:
+    _plan_costs(spark, lake, 40)
+    result = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    schema = lake.serving.schema
+    assert (result.target, result.rows, result.written) == (f"{schema}.plan_costs", 40, True)
+
+    columns = _query(
+        lake,
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        f"WHERE table_schema = '{schema}' AND table_name = 'plan_costs' ORDER BY ordinal_position",
+    )
+    expected_types = {
+        "StringType()": "text",
+        "LongType()": "bigint",
+        "IntegerType()": "integer",
+        "DoubleType()": "double precision",
+        "DateType()": "date",
+        "TimestampType()": "timestamp with time zone",
+    }
+    assert columns == [
+        (f.name, expected_types[repr(f.dataType)], "YES" if f.nullable else "NO")
+        for f in tables.GOLD_PLAN_COSTS.fields
+    ]
+
+    # every value survives the trip: quotes, commas, newlines, empty text versus null
+    mirrored = _query(lake, f"SELECT * FROM {schema}.plan_costs ORDER BY plan_id")
+    source = sorted(
+        io.read_table(spark, lake, tables.PLAN_COSTS).collect(), key=lambda r: r.plan_id
+    )
+    assert [tuple(r) for r in mirrored] == [
+        tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in r) for r in source
+    ]
+
+    indexes = sorted(
+        definition.split(" USING btree ")[1]
+        for (definition,) in _query(
+            lake,
+            "SELECT indexdef FROM pg_indexes "
+            f"WHERE schemaname = '{schema}' AND tablename = 'plan_costs'",
+        )
+    )
+    assert indexes == ["(org)", "(plan_id)", "(plan_type, creation_month)"]
+
+    # the same Delta version again: nothing written
+    again = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    assert (again.written, again.delta_version) == (False, result.delta_version)
+    assert _query(lake, f"SELECT table_name, delta_version, rows FROM {schema}._mirror_state") == [
+        ("gold.plan_costs", result.delta_version, 40)
+    ]
+
+
+def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
+    _plan_costs(spark, lake, 2000, plan_version=1)
+    mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    _plan_costs(spark, lake, 6000, plan_version=2)
+
+    seen: list[tuple[int, int, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        conn = clients.pg_connect(lake)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute(
+                        f"SELECT count(*), min(plan_version), max(plan_version) "
+                        f"FROM {lake.serving.schema}.plan_costs"
+                    )
+                    seen.append(cur.fetchone())
+        finally:
+            conn.close()
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.3)
+        mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    assert set(seen) == {(2000, 1, 1), (6000, 2, 2)}
+    # old, then new: never back, never in between
+    switch = seen.index((6000, 2, 2))
+    assert all(s == (2000, 1, 1) for s in seen[:switch])
+    assert all(s == (6000, 2, 2) for s in seen[switch:])
+
+
+def test_unreachable_postgres_is_retried_until_it_is_back(spark, lake: Config) -> None:
+    _plan_costs(spark, lake, 30)
+    pg_port = int(lake.postgres.dsn.rsplit(":", 1)[1].split("/")[0])
+    proxy = TcpProxy(pg_port)
+    behind_proxy = dataclasses.replace(
+        lake,
+        postgres=dataclasses.replace(
+            lake.postgres, dsn=lake.postgres.dsn.replace(f":{pg_port}/", f":{proxy.port}/")
+        ),
+    )
+    # the proxy starts down ("PostgreSQL is stopped") and comes up after 3 seconds
+    restored = threading.Timer(3.0, proxy.up)
+    restored.start()
+    try:
+        started = time.monotonic()
+        result = mirror.publish_table(spark, behind_proxy, tables.PLAN_COSTS)
+        waited = time.monotonic() - started
+    finally:
+        restored.join()
+        proxy.down()
+    assert (result.written, result.rows) == (True, 30)
+    assert waited >= 3.0  # it did wait for the server rather than fail
+    assert _query(lake, f"SELECT count(*) FROM {lake.serving.schema}.plan_costs") == [(30,)]
+
+    # down for good: a bounded number of attempts, then a clear error
+    hopeless = dataclasses.replace(
+        behind_proxy, serving=dataclasses.replace(behind_proxy.serving, attempts=2, backoff_s=0.1)
+    )
+    with pytest.raises(mirror.MirrorError, match="PostgreSQL unreachable after 2 attempts"):
+        mirror.publish_table(spark, hopeless, tables.PLAN_COSTS)
+
+
+def test_bi_role_reads_the_mirror_and_nothing_else(spark, lake: Config) -> None:
+    _plan_costs(spark, lake, 5)
+    mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    schema, bi = lake.serving.schema, lake.serving.bi_role
+    private = f"public.private_{uuid.uuid4().hex[:8]}"
+    owner = clients.pg_connect(lake)
+    try:
+        with owner, owner.cursor() as cur:
+            cur.execute(f"CREATE TABLE {private} AS SELECT 1 AS secret")
+        assert _query(lake, f"SELECT count(*) FROM {schema}.plan_costs", user=bi) == [(5,)]
+        for statement in (
+            f"DELETE FROM {schema}.plan_costs",
+            f"INSERT INTO {schema}.plan_costs (plan_id) VALUES ('x')",
+            f"CREATE TABLE {schema}.mine (x int)",
+            f"SELECT * FROM {private}",
+            "CREATE TABLE public.mine (x int)",
+        ):
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                _query(lake, statement, user=bi)
+    finally:
+        with owner, owner.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS {private}")
+        owner.close()
+
+
+def test_failed_gate_leaves_the_previous_mirror(spark, lake: Config) -> None:
+    chosen = suites.select(lake, table="gold.plan_costs")
+
+    def publish() -> None:
+        mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+
+    _plan_costs(spark, lake, 20)
+    assert publish_if_clean(spark, lake, publish, chosen, [LogNotifier()], now=NOW).published
+    before = _query(lake, f"SELECT * FROM {lake.serving.schema}.plan_costs ORDER BY plan_id")
+
+    # the next gold version has a negative cost: the gate holds it back
+    _plan_costs(spark, lake, 25)
+    bad = io.read_table(spark, lake, tables.PLAN_COSTS).withColumn("plan_copay", F.lit(-1.0))
+    bad.write.format("delta").mode("overwrite").save(tables.PLAN_COSTS.path(lake))
+    held = publish_if_clean(spark, lake, publish, chosen, [LogNotifier()], now=NOW)
+    assert not held.published
+    assert [r.check for r in held.run.blocking] == ["non_negative(plan_copay)"]
+    after = _query(lake, f"SELECT * FROM {lake.serving.schema}.plan_costs ORDER BY plan_id")
+    assert after == before and len(after) == 20
