@@ -219,3 +219,18 @@ class WebhookReceiver:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def write_plan_costs(spark, config: Config, rows: list[tuple]) -> None:
+    """Replace gold.plan_costs with `rows`, stamped with a watermark of the current silver
+    versions, as a refresh would (silver tables are created empty if missing)."""
+    from lakehouse import io, tables
+    from lakehouse.gold.maintain import Watermark, overwrite
+
+    silver = (tables.PLANS, tables.PLAN_SERVICES)
+    for source in silver:
+        io.ensure_table(spark, config, source)
+    sources = {t.name: io.latest_version(spark, config, t) for t in silver}
+    io.ensure_table(spark, config, tables.PLAN_COSTS)
+    frame = spark.createDataFrame(rows, tables.GOLD_PLAN_COSTS)
+    overwrite(frame, config, tables.PLAN_COSTS, Watermark(sources))

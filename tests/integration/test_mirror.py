@@ -14,11 +14,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 from pyspark.sql import functions as F
-from support import TcpProxy
+from support import TcpProxy, write_plan_costs
 
 from lakehouse import clients, io, tables
 from lakehouse.config import Config
-from lakehouse.gold.maintain import Watermark, overwrite
 from lakehouse.quality import suites
 from lakehouse.quality.alerts import LogNotifier
 from lakehouse.quality.gate import publish_if_clean
@@ -49,11 +48,6 @@ def lake(config: Config, tmp_path: Path):
 
 def _plan_costs(spark, config: Config, count: int, plan_version: int = 1) -> None:
     """gold.plan_costs with `count` rows (tricky text, nulls), watermarked like a refresh."""
-    for source in (tables.PLANS, tables.PLAN_SERVICES):
-        io.ensure_table(spark, config, source)
-    sources = {
-        t.name: io.latest_version(spark, config, t) for t in (tables.PLANS, tables.PLAN_SERVICES)
-    }
     orgs = ["example.org", 'quote "q", comma', "line\nbreak", None, ""]
     rows = [
         (
@@ -75,13 +69,7 @@ def _plan_costs(spark, config: Config, count: int, plan_version: int = 1) -> Non
         )
         for n in range(count)
     ]
-    io.ensure_table(spark, config, tables.PLAN_COSTS)
-    overwrite(
-        spark.createDataFrame(rows, tables.GOLD_PLAN_COSTS),
-        config,
-        tables.PLAN_COSTS,
-        Watermark(sources),
-    )
+    write_plan_costs(spark, config, rows)
 
 
 def _query(config: Config, sql: str, user: str | None = None) -> list[tuple]:

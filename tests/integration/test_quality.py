@@ -22,7 +22,7 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
-from support import WebhookReceiver, env_for
+from support import WebhookReceiver, env_for, write_plan_costs
 
 from lakehouse import io, tables
 from lakehouse.config import PROJECT_ROOT, Config
@@ -286,11 +286,6 @@ def test_results_and_metrics_accumulate_across_runs(spark, config: Config, tmp_p
 
 def _gold_costs(spark, config: Config, total_costs: dict[str, float]) -> None:
     """gold.plan_costs with the given totals, stamped with a watermark of current silver."""
-    for source in (tables.PLANS, tables.PLAN_SERVICES):
-        io.ensure_table(spark, config, source)
-    sources = {
-        t.name: io.latest_version(spark, config, t) for t in (tables.PLANS, tables.PLAN_SERVICES)
-    }
     rows = [
         (
             pid,
@@ -311,13 +306,7 @@ def _gold_costs(spark, config: Config, total_costs: dict[str, float]) -> None:
         )
         for n, (pid, cost) in enumerate(total_costs.items())
     ]
-    io.ensure_table(spark, config, tables.PLAN_COSTS)
-    overwrite(
-        spark.createDataFrame(rows, tables.GOLD_PLAN_COSTS),
-        config,
-        tables.PLAN_COSTS,
-        Watermark(sources),
-    )
+    write_plan_costs(spark, config, rows)
 
 
 def test_gate_holds_back_publish_and_alerts_a_real_webhook(
