@@ -61,11 +61,13 @@ def publish_if_clean(
     suites: Sequence[Suite] | None = None,
     notifiers: Sequence[Notifier] | None = None,
     now: datetime | None = None,
+    progress: Callable[[str], None] = log.info,
 ) -> GateOutcome:
     """Run `suites` (default: every suite) and call `publish` only if no error check failed;
-    otherwise skip it and send an alert through `notifiers` (default: the configured ones)."""
+    otherwise skip it and send an alert through `notifiers` (default: the configured ones).
+    `progress` gets a line per table checked."""
     chosen = suite_catalog.suites(config) if suites is None else suites
-    run = run_quality(spark, config, chosen, now=now)
+    run = run_quality(spark, config, chosen, now=now, progress=progress)
     for warning in run.warnings:
         log.warning("quality warning: %s %s: %s", warning.table, warning.check, warning.message)
     if run.ok:

@@ -20,7 +20,9 @@ def gated_publish(spark: SparkSession, config: Config) -> int:
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
-    outcome = publish_if_clean(spark, config, publish=lambda: publish_all(spark, config, say))
+    outcome = publish_if_clean(
+        spark, config, publish=lambda: publish_all(spark, config, say), progress=say
+    )
     print(report.format_results(outcome.run.results))
     print()
     print(report.summary_line(outcome.run.results) + f" (run {outcome.run.run_id})")
