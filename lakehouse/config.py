@@ -46,6 +46,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_MLFLOW_TRACKING_URI": "gold.mlflow_tracking_uri",
     "LAKEHOUSE_ALERT_WEBHOOK_URL": "quality.alerts.webhook_url",
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
+    "LAKEHOUSE_MIRROR_SCHEMA": "serving.schema",
 }
 
 
@@ -186,6 +187,16 @@ class ServingConfig:
 
 
 @dataclass(frozen=True)
+class NightlyConfig:
+    """The Prefect nightly flow (flows/nightly.py)."""
+
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    # The anomaly model is retrained on this weekday (0 Monday .. 6 Sunday), scored every night.
+    retrain_weekday: int = 6
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -217,6 +228,7 @@ class Config:
     gold: GoldConfig = field(default_factory=GoldConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
+    nightly: NightlyConfig = field(default_factory=NightlyConfig)
     stack: StackConfig = field(default_factory=StackConfig)
 
     @property
@@ -284,6 +296,7 @@ def load_config(
     _check_gold(config.gold, source)
     _check_quality(config.quality, source)
     _check_serving(config.serving, source)
+    _check_nightly(config.nightly, source)
     return _resolve_local_paths(config)
 
 
@@ -431,6 +444,21 @@ def _check_serving(serving: ServingConfig, source: str) -> None:
             )
     if serving.attempts < 1 or serving.backoff_s < 0:
         raise ConfigError(f"{source}: serving.attempts must be >= 1 and backoff_s >= 0")
+
+
+def _check_nightly(nightly: NightlyConfig, source: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if len(nightly.cron.split()) != 5:
+        raise ConfigError(f"{source}: nightly.cron must have 5 fields, got {nightly.cron!r}")
+    try:
+        ZoneInfo(nightly.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{source}: nightly.timezone {nightly.timezone!r} is not an IANA time zone"
+        ) from None
+    if not 0 <= nightly.retrain_weekday <= 6:
+        raise ConfigError(f"{source}: nightly.retrain_weekday must be 0 (Monday) .. 6 (Sunday)")
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:

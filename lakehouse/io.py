@@ -46,6 +46,11 @@ def latest_version(spark: SparkSession, config: Config, table: Table) -> int:
     return int(row["version"])
 
 
+def table_id(spark: SparkSession, config: Config, table: Table) -> str:
+    """The Delta table's id: new when the table is re-created, unlike its version numbers."""
+    return str(delta_table(spark, config, table).detail().select("id").first()["id"])
+
+
 def commit_epoch(spark: SparkSession, config: Config, table: Table, version: int) -> float | None:
     """When `version` of the table was committed (epoch seconds); None once the log is gone."""
     row = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -121,10 +122,11 @@ def create_table_sql(qualified: str, schema: StructType) -> str:
     return f"CREATE TABLE {qualified} (\n  {columns}\n)"
 
 
-def index_name(target: str, columns: tuple[str, ...], version: int) -> str:
-    """Unique per Delta version: the new table's indexes exist beside the old table's until the
-    swap. PostgreSQL cuts names at 63 bytes, so long ones end in a hash."""
-    name = f"ix_{target}_{'_'.join(columns)}_v{version}"
+def index_name(target: str, columns: tuple[str, ...], publish_token: str) -> str:
+    """Unique per publish: the new table's indexes exist beside the live table's until the
+    swap (even when a re-created Delta table republishes the same version number).
+    PostgreSQL cuts names at 63 bytes, so long ones end in a hash."""
+    name = f"ix_{target}_{'_'.join(columns)}_{publish_token}"
     if len(name) <= 63:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
@@ -228,6 +230,8 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
     if not io.table_exists(spark, config, table):
         raise MirrorError(f"{table.name} does not exist yet: run the gold jobs first")
     version = io.latest_version(spark, config, table)
+    # a table re-created (or another warehouse) restarts its version numbers: the id tells
+    table_id = io.table_id(spark, config, table)
     target = target_name(table)
     serving = config.serving
     qualified = f"{serving.schema}.{target}"
@@ -239,9 +243,9 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
         try:
             with conn, conn.cursor() as cur:
                 mirrored = _mirrored_version(cur, serving.schema, table.name)
-                if mirrored == version and _exists(cur, qualified):
+                if mirrored == (table_id, version) and _exists(cur, qualified):
                     return Published(table.name, qualified, version, 0, 0.0, False)
-                rows = _load_and_swap(spark, config, cur, table, target, version)
+                rows = _load_and_swap(spark, config, cur, table, target, table_id, version)
             return Published(table.name, qualified, version, rows, time.monotonic() - started, True)
         finally:
             conn.close()
@@ -263,7 +267,9 @@ def publish_all(
     return results
 
 
-def _load_and_swap(spark, config: Config, cur, table: Table, target: str, version: int) -> int:  # type: ignore[no-untyped-def]
+def _load_and_swap(  # type: ignore[no-untyped-def]
+    spark, config: Config, cur, table: Table, target: str, table_id: str, version: int
+) -> int:
     from psycopg2 import sql
 
     schema = sql.Identifier(config.serving.schema)
@@ -272,8 +278,9 @@ def _load_and_swap(spark, config: Config, cur, table: Table, target: str, versio
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
     cur.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.{} (table_name text PRIMARY KEY, delta_version "
-            "bigint NOT NULL, rows bigint NOT NULL, published_at timestamptz NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS {}.{} (table_name text PRIMARY KEY, delta_table_id "
+            "text, delta_version bigint NOT NULL, rows bigint NOT NULL, "
+            "published_at timestamptz NOT NULL)"
         ).format(schema, sql.Identifier(STATE_TABLE))
     )
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(schema, staging))
@@ -289,10 +296,11 @@ def _load_and_swap(spark, config: Config, cur, table: Table, target: str, versio
         .as_string(cur),
         reader,
     )
+    token = uuid.uuid4().hex[:8]
     for index_columns in INDEXES.get(table.name, ()):
         cur.execute(
             sql.SQL("CREATE INDEX {} ON {}.{} ({})").format(
-                sql.Identifier(index_name(target, index_columns, version)),
+                sql.Identifier(index_name(target, index_columns, token)),
                 schema,
                 staging,
                 sql.SQL(", ").join(sql.Identifier(c) for c in index_columns),
@@ -307,23 +315,27 @@ def _load_and_swap(spark, config: Config, cur, table: Table, target: str, versio
     )
     cur.execute(
         sql.SQL(
-            "INSERT INTO {}.{} VALUES (%s, %s, %s, now()) ON CONFLICT (table_name) DO UPDATE "
-            "SET delta_version = EXCLUDED.delta_version, rows = EXCLUDED.rows, "
+            "INSERT INTO {}.{} VALUES (%s, %s, %s, %s, now()) ON CONFLICT (table_name) DO "
+            "UPDATE SET delta_table_id = EXCLUDED.delta_table_id, "
+            "delta_version = EXCLUDED.delta_version, rows = EXCLUDED.rows, "
             "published_at = EXCLUDED.published_at"
         ).format(schema, sql.Identifier(STATE_TABLE)),
-        (table.name, version, reader.rows),
+        (table.name, table_id, version, reader.rows),
     )
     return reader.rows
 
 
-def _mirrored_version(cur, schema: str, table_name: str) -> int | None:  # type: ignore[no-untyped-def]
+def _mirrored_version(cur, schema: str, table_name: str) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]
+    """(Delta table id, version) last mirrored for the table, if any."""
     if not _exists(cur, f"{schema}.{STATE_TABLE}"):
         return None
     cur.execute(
-        f'SELECT delta_version FROM "{schema}".{STATE_TABLE} WHERE table_name = %s', (table_name,)
+        f'SELECT delta_table_id, delta_version FROM "{schema}".{STATE_TABLE} '
+        "WHERE table_name = %s",
+        (table_name,),
     )
     row = cur.fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None else (row[0], int(row[1]))
 
 
 def _exists(cur, qualified: str) -> bool:  # type: ignore[no-untyped-def]

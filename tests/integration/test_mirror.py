@@ -5,6 +5,7 @@ BI role reads the mirror and nothing else; a failed quality gate leaves the prev
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
 import uuid
@@ -131,6 +132,16 @@ def test_publish_maps_types_copies_rows_and_indexes_keys(spark, lake: Config) ->
     assert _query(lake, f"SELECT table_name, delta_version, rows FROM {schema}._mirror_state") == [
         ("gold.plan_costs", result.delta_version, 40)
     ]
+    # the same version number of a re-created table is a different table: mirrored again
+    shutil.rmtree(tables.PLAN_COSTS.path(lake))
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # forget the deleted table's log
+    _plan_costs(spark, lake, 12)
+    recreated = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    assert (recreated.delta_version, recreated.written, recreated.rows) == (
+        result.delta_version,
+        True,
+        12,
+    )
 
 
 def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:

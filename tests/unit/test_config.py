@@ -277,6 +277,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
         "https://hooks.example.internal/T0/B1/token",
     ),
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": ("slack-webhook/data-alerts", "slack-webhook/data-alerts"),
+    "LAKEHOUSE_MIRROR_SCHEMA": ("gold_staging", "gold_staging"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.

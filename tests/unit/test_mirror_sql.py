@@ -32,10 +32,14 @@ def test_create_table_keeps_nullability() -> None:
 def test_target_names_and_index_names() -> None:
     assert mirror.target_name(tables.PLAN_COSTS) == "plan_costs"
     assert mirror.target_name(tables.QUALITY_RESULTS_TABLE) == "quality_results"
-    assert mirror.index_name("plan_costs", ("plan_id",), 7) == "ix_plan_costs_plan_id_v7"
-    long_name = mirror.index_name("quality_results", ("table_name", "run_at", "x" * 40), 12)
+    assert (
+        mirror.index_name("plan_costs", ("plan_id",), "a1b2c3d4")
+        == "ix_plan_costs_plan_id_a1b2c3d4"
+    )
+    long_columns = ("table_name", "run_at", "x" * 40)
+    long_name = mirror.index_name("quality_results", long_columns, "a1b2c3d4")
     assert len(long_name) == 63 and long_name.startswith("ix_quality_results_table_name")
-    assert long_name != mirror.index_name("quality_results", ("table_name", "run_at", "x" * 40), 13)
+    assert long_name != mirror.index_name("quality_results", long_columns, "e5f6a7b8")
 
 
 def test_csv_line_quotes_values_and_leaves_null_bare() -> None:

@@ -1,0 +1,222 @@
+"""The nightly batch, orchestrated by Prefect; the work itself is in `lakehouse/`.
+
+    snapshot Mongo + reconcile -> refresh gold -> score anomalies (retrain on the configured
+    weekday) -> quality gate -> PostgreSQL mirror -> markdown summary artifact
+
+Run once now:       .venv/bin/python flows/nightly.py [--env ENV]
+Serve the schedule: .venv/bin/python flows/nightly.py --serve  (nightly.cron in nightly.timezone)
+
+A failed task is retried; a flow that fails sends an alert through the configured notifiers
+(`quality.alerts`). A publish held back by the quality gate fails the flow without a second
+alert: the gate has already sent one with the failing checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from lakehouse.config import Config, load_config
+
+
+class PublishHeldBack(RuntimeError):
+    """The quality gate kept gold from being published (its alert is already out)."""
+
+
+class StepFailed(RuntimeError):
+    """A pipeline step ended with a non-zero status; the message carries its output."""
+
+
+def _spark(config: Config):  # type: ignore[no-untyped-def]
+    from lakehouse.spark import build_spark
+
+    return build_spark(config, app_name="lakehouse-nightly")  # the flow's one session
+
+
+def _step(name: str, work) -> str:  # type: ignore[no-untyped-def]
+    """Run a library step that prints (to the stream it is given, or stdout) and returns an exit
+    status; its output goes to the task log, a non-zero status fails the task."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        status = work(out)
+    text = out.getvalue().strip()
+    get_run_logger().info("%s:\n%s", name, text)
+    if status != 0:
+        raise StepFailed(f"{name} exited {status}:\n{text[-2000:]}")
+    return text
+
+
+@task(retries=2, retry_delay_seconds=30, timeout_seconds=1800)
+def snapshot_and_reconcile(env: str | None) -> str:
+    from lakehouse.ingest import operations
+
+    config = load_config(env)
+    spark = _spark(config)
+    _step("snapshot", lambda out: operations.snapshot(spark, config, False, out))
+    return _step("reconcile", lambda out: operations.reconcile(spark, config, out))
+
+
+@task(retries=1, retry_delay_seconds=30, timeout_seconds=3600)
+def refresh_gold(env: str | None) -> str:
+    from lakehouse.gold import jobs
+
+    config = load_config(env)
+    spark = _spark(config)
+    return "\n".join(
+        _step(name, lambda _, name=name: jobs.run(spark, config, name, jobs.JobOptions()))
+        for name in ("cost_analysis", "service_patterns")
+    )
+
+
+@task(retries=1, retry_delay_seconds=30, timeout_seconds=3600)
+def score_anomalies(env: str | None, retrain: bool) -> str:
+    from lakehouse.gold import jobs
+
+    config = load_config(env)
+    spark = _spark(config)
+    modes = ("train", "score") if retrain else ("score",)
+    options = jobs.JobOptions(modes=modes)
+    return _step(
+        "anomaly_detection", lambda _: jobs.run(spark, config, "anomaly_detection", options)
+    )
+
+
+@task(timeout_seconds=3600)
+def quality_gate_and_mirror(env: str | None) -> dict[str, object]:
+    """Quality suites, then the mirror unless an error check failed (no retries: a failed
+    check does not heal by running again)."""
+    from lakehouse.quality.gate import publish_if_clean
+    from lakehouse.serving.mirror import publish_all
+
+    config = load_config(env)
+    spark = _spark(config)
+    logger = get_run_logger()
+    mirrored: list[str] = []
+
+    def publish() -> None:
+        mirrored.extend(p.render() for p in publish_all(spark, config, logger.info))
+
+    outcome = publish_if_clean(spark, config, publish, progress=logger.info)
+    return {
+        "published": outcome.published,
+        "checks": len(outcome.run.results),
+        "errors": len(outcome.run.blocking),
+        "warnings": len(outcome.run.warnings),
+        "run_id": outcome.run.run_id,
+        "failing": [f"{r.table} {r.check}: {r.message}" for r in outcome.run.blocking],
+        "mirrored": mirrored,
+    }
+
+
+@task
+def summarise(env: str | None, quality: dict[str, object], retrained: bool) -> str:
+    """A markdown table of the gold tables' row counts plus quality and anomaly figures."""
+    from pyspark.sql import functions as F
+
+    from lakehouse import io as lake_io
+    from lakehouse.tables import GOLD_TABLES, PLAN_ANOMALIES
+
+    config = load_config(env)
+    spark = _spark(config)
+    rows = [
+        (t.name, lake_io.read_table(spark, config, t).count())
+        for t in GOLD_TABLES
+        if lake_io.table_exists(spark, config, t)
+    ]
+    anomalies = (
+        lake_io.read_table(spark, config, PLAN_ANOMALIES)
+        .groupBy("flagged_by")
+        .agg(F.count(F.lit(1)).alias("plans"))
+        .where("flagged_by IS NOT NULL")
+        .orderBy("flagged_by")
+        .collect()
+    )
+    lines = [
+        "| gold table | rows |",
+        "|---|---:|",
+        *[f"| {name} | {count:,} |" for name, count in rows],
+        "",
+        f"Quality run `{quality['run_id']}`: {quality['checks']} checks, "
+        f"{quality['errors']} error(s), {quality['warnings']} warning(s); "
+        + ("gold published to PostgreSQL." if quality["published"] else "publish held back."),
+        "",
+        "Anomalies flagged: "
+        + (", ".join(f"{a.flagged_by} {a.plans}" for a in anomalies) or "none")
+        + (" (model retrained tonight)" if retrained else ""),
+    ]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key="nightly-summary", description="Nightly batch summary")
+    return markdown
+
+
+def alert_on_failure(flow, flow_run, state) -> None:  # type: ignore[no-untyped-def]
+    """Flow failure hook: tell the configured channels, unless the gate already did."""
+    from lakehouse.quality.alerts import Alert, FailedCheck, configured_notifiers, dispatch
+
+    try:
+        state.result()
+    except PublishHeldBack:
+        return
+    except Exception as exc:  # the failure being reported
+        text = str(exc) or type(exc).__name__
+        headline, detail = f"{type(exc).__name__}: {text.splitlines()[0]}", text[-1500:]
+    else:
+        headline = detail = state.message or "failed"
+    config = load_config(flow_run.parameters.get("env"))
+    alert = Alert(
+        title=f"nightly flow failed: {headline}",
+        run_id=str(flow_run.name),
+        run_at=datetime.now(UTC).isoformat(),
+        failed=[FailedCheck("nightly", str(flow.name), "error", None, detail)],
+    )
+    dispatch(alert, configured_notifiers(config.quality.alerts), config.quality.alerts.attempts)
+
+
+@flow(name="nightly", on_failure=[alert_on_failure])
+def nightly(env: str | None = None, retrain: bool | None = None) -> str:
+    """`retrain`: None retrains on `nightly.retrain_weekday` only; True / False force it."""
+    config = load_config(env)
+    if retrain is None:
+        today = datetime.now(ZoneInfo(config.nightly.timezone))
+        retrain = today.weekday() == config.nightly.retrain_weekday
+    snapshot_and_reconcile(env)
+    refresh_gold(env)
+    score_anomalies(env, retrain)
+    quality = quality_gate_and_mirror(env)
+    summary = summarise(env, quality, retrain)
+    if not quality["published"]:
+        raise PublishHeldBack("; ".join(quality["failing"]))  # type: ignore[arg-type]
+    return summary
+
+
+def schedule(config: Config):  # type: ignore[no-untyped-def]
+    """The deployment's schedule: `nightly.cron` (02:00) in `nightly.timezone`."""
+    from prefect.schedules import Cron
+
+    return Cron(config.nightly.cron, timezone=config.nightly.timezone)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flows/nightly.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--env", help="configuration environment (default $LAKEHOUSE_ENV or local)")
+    parser.add_argument(
+        "--serve", action="store_true", help="serve the deployment on its schedule until stopped"
+    )
+    args = parser.parse_args(argv)
+    config = load_config(args.env)
+    if args.serve:
+        nightly.serve(name="nightly", schedules=[schedule(config)], parameters={"env": args.env})
+        return 0
+    state = nightly(env=args.env, return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
