@@ -73,8 +73,16 @@ def publish_if_clean(
     if run.ok:
         publish()
         return GateOutcome(run, published=True)
-    alert = alert_for(run)
-    channels = configured_notifiers(config.quality.alerts) if notifiers is None else notifiers
-    deliveries = dispatch(alert, channels, attempts=config.quality.alerts.attempts)
+    alert, deliveries = raise_alert(config, run, notifiers)
     log.error("publish skipped: %s", alert.title)
     return GateOutcome(run, published=False, alert=alert, deliveries=deliveries)
+
+
+def raise_alert(
+    config: Config, run: QualityRun, notifiers: Sequence[Notifier] | None = None
+) -> tuple[Alert, dict[str, str]]:
+    """Send the run's blocking failures through `notifiers` (default: the configured ones);
+    returns the alert and how each notifier fared."""
+    alert = alert_for(run)
+    channels = configured_notifiers(config.quality.alerts) if notifiers is None else notifiers
+    return alert, dispatch(alert, channels, attempts=config.quality.alerts.attempts)

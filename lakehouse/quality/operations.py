@@ -13,8 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.quality import report, suites
-from lakehouse.quality.alerts import configured_notifiers, dispatch
-from lakehouse.quality.gate import alert_for
+from lakehouse.quality.gate import raise_alert
 from lakehouse.quality.profile import profile_table, reports_dir
 from lakehouse.quality.runner import run_quality
 from lakehouse.tables import QUALITY_METRICS_TABLE, QUALITY_RESULTS_TABLE
@@ -44,15 +43,9 @@ def run(
     outcome = run_quality(
         spark, config, chosen, progress=lambda line: print(line, file=sys.stderr, flush=True)
     )
-    print(report.format_results(outcome.results))
-    print()
-    print(report.summary_line(outcome.results) + f" (run {outcome.run_id})")
+    print(report.render_run(outcome))
     if not outcome.ok and alert:
-        deliveries = dispatch(
-            alert_for(outcome),
-            configured_notifiers(config.quality.alerts),
-            attempts=config.quality.alerts.attempts,
-        )
+        _, deliveries = raise_alert(config, outcome)
         print("alert: " + ", ".join(f"{name} {state}" for name, state in deliveries.items()))
     return 0 if outcome.ok else 1
 

@@ -110,7 +110,7 @@ def profile_columns(
             .setKLLParameters(KLLParameters(spark, 2048, 0.64, _KLL_BUCKETS))
             .run()
         )
-    rows = flat.count()
+    rows = int(result.numRecords)
     summaries = []
     for name in flat.columns:
         column = result.profiles[name]

@@ -8,12 +8,12 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from lakehouse.quality.charts import pyplot, to_svg
-from lakehouse.quality.runner import CheckResult
+from lakehouse.quality.runner import CheckResult, QualityRun
 
 _MESSAGE_CHARS = 70
 
@@ -45,6 +45,11 @@ def format_results(results: Sequence[CheckResult]) -> str:
     return format_table(("table", "check", "severity", "status", "value", "message"), rows)
 
 
+def render_run(run: QualityRun) -> str:
+    """The console report of a run: one line per check, then the summary."""
+    return f"{format_results(run.results)}\n\n{summary_line(run.results)} (run {run.run_id})"
+
+
 def summary_line(results: Sequence[CheckResult]) -> str:
     blocking = sum(r.blocking for r in results)
     warnings = sum((not r.passed) and r.severity == "warning" for r in results)
@@ -60,17 +65,24 @@ def summary_line(results: Sequence[CheckResult]) -> str:
 def run_history(results: DataFrame) -> DataFrame:
     """quality.results -> one row per run, newest first: run_id, run_at, tables, checks,
     errors (failed error checks), warnings (failed warning checks)."""
-    failed = F.col("status") == "failed"
     return (
         results.groupBy("run_id", "run_at")
         .agg(
             F.countDistinct("table_name").alias("tables"),
             F.count(F.lit(1)).alias("checks"),
-            F.sum((failed & (F.col("severity") == "error")).cast("int")).alias("errors"),
-            F.sum((failed & (F.col("severity") == "warning")).cast("int")).alias("warnings"),
+            *_failure_counts(),
         )
         .orderBy(F.col("run_at").desc(), F.col("run_id").desc())
     )
+
+
+def _failure_counts() -> list[Column]:
+    """errors and warnings: failed checks of each severity."""
+    failed = F.col("status") == "failed"
+    return [
+        F.sum((failed & (F.col("severity") == severity)).cast("int")).alias(f"{severity}s")
+        for severity in ("error", "warning")
+    ]
 
 
 def latest_per_table(results: DataFrame) -> DataFrame:
@@ -87,11 +99,7 @@ def latest_per_table(results: DataFrame) -> DataFrame:
 def table_status(results: DataFrame) -> DataFrame:
     """quality.results -> one row per (run, table): run_id, run_at, table_name, errors and
     warnings (failed checks of each severity)."""
-    failed = F.col("status") == "failed"
-    return results.groupBy("run_id", "run_at", "table_name").agg(
-        F.sum((failed & (F.col("severity") == "error")).cast("int")).alias("errors"),
-        F.sum((failed & (F.col("severity") == "warning")).cast("int")).alias("warnings"),
-    )
+    return results.groupBy("run_id", "run_at", "table_name").agg(*_failure_counts())
 
 
 def render_history_html(

@@ -23,9 +23,7 @@ def gated_publish(spark: SparkSession, config: Config) -> int:
     outcome = publish_if_clean(
         spark, config, publish=lambda: publish_all(spark, config, say), progress=say
     )
-    print(report.format_results(outcome.run.results))
-    print()
-    print(report.summary_line(outcome.run.results) + f" (run {outcome.run.run_id})")
+    print(report.render_run(outcome.run))
     if outcome.published:
         print("publish: gold mirrored to PostgreSQL")
         return 0
