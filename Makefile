@@ -1,12 +1,15 @@
 # Every install step is here, each skipped when already done (stamp files track the inputs).
-#   make setup   venv + Python deps, Maven jars, FerretDB binary, PostgreSQL server and Chromium
-#                packages
-#   make demo    setup, start the local stack, run the smoke pipeline, a small simulation,
-#                ingest it into bronze/silver/Elasticsearch, snapshot and reconcile, build gold,
-#                run the quality suites and, if they pass, mirror gold to PostgreSQL, and
-#                profile gold.plan_costs (the README's main command)
+#   make setup   venv + Python deps, Superset's own venv, Maven jars, FerretDB binary, PostgreSQL
+#                server and Chromium
+#   make demo    setup, start the local stack and the app servers (MLflow, Prefect + the nightly
+#                deployment, Superset, JupyterLab, the supervised streaming ingest), run the smoke
+#                pipeline and a small simulation, wait for the streaming ingest to catch up, run
+#                the nightly flow once through Prefect (snapshot, reconcile, gold, anomalies,
+#                quality gate, PostgreSQL mirror), provision the Superset dashboard, profile
+#                gold.plan_costs and print a summary with the servers' URLs (the README's main
+#                command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
-#   make down    stop the local stack
+#   make stop    stop everything `make demo` started (same as `make down`)
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -14,16 +17,26 @@ BIN     := $(VENV)/bin
 MVN     := mvn -q -B
 JARS    := build/jars
 STAMP_PY := $(VENV)/.installed
+SUPERSET_VENV := .venv-superset
 
-.PHONY: setup python jars ferretdb postgres-server chromium demo up down status test lint clean-state
+.PHONY: setup python superset jars ferretdb postgres-server chromium demo up down stop status test \
+	lint clean-state
 
-setup: python jars ferretdb postgres-server chromium
+setup: python superset jars ferretdb postgres-server chromium
 
 python: $(STAMP_PY)
 $(STAMP_PY): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+# Superset in its own virtualenv: its pins clash with the pipeline's (conf/superset/requirements.txt).
+superset: $(SUPERSET_VENV)/.installed
+$(SUPERSET_VENV)/.installed: conf/superset/requirements.txt
+	@test -x $(SUPERSET_VENV)/bin/python || $(PYTHON) -m venv $(SUPERSET_VENV)
+	$(SUPERSET_VENV)/bin/pip install --quiet --upgrade pip wheel setuptools
+	$(SUPERSET_VENV)/bin/pip install --quiet -r conf/superset/requirements.txt
 	@touch $@
 
 jars: $(JARS)/spark/.resolved $(JARS)/kafka/.resolved $(JARS)/elasticsearch/.resolved
@@ -57,15 +70,17 @@ status:
 	$(BIN)/lakehouse stack status
 
 demo: setup
-	$(BIN)/lakehouse stack up
+	$(BIN)/lakehouse stack up --apps
 	$(BIN)/lakehouse smoke
 	$(BIN)/lakehouse simulate --plans 200 --changes 500 --seed 42
-	$(BIN)/lakehouse ingest --once
-	$(BIN)/lakehouse snapshot
-	$(BIN)/lakehouse reconcile
-	$(BIN)/lakehouse jobs run all
-	$(BIN)/lakehouse publish
+	$(BIN)/lakehouse ingest --wait
+	$(BIN)/python flows/nightly.py --trigger
+	$(BIN)/lakehouse superset provision
 	$(BIN)/lakehouse quality profile gold.plan_costs
+	$(BIN)/lakehouse summary
+	@echo "demo done; everything keeps running until \`make stop\`"
+
+stop: down
 
 test: setup
 	$(BIN)/ruff check .

@@ -4,7 +4,10 @@
     weekday) -> quality gate -> PostgreSQL mirror -> markdown summary artifact
 
 Run once now:       .venv/bin/python flows/nightly.py [--env ENV]
-Serve the schedule: .venv/bin/python flows/nightly.py --serve  (nightly.cron in nightly.timezone)
+Serve the schedule: .venv/bin/python flows/nightly.py --serve  (nightly.cron in nightly.timezone;
+                    `lakehouse stack up --apps` runs this against the local Prefect server)
+Run the deployment: .venv/bin/python flows/nightly.py --trigger  (now, through the server, and
+                    wait for it; the run shows in the Prefect UI)
 
 A failed task is retried; a flow that fails sends an alert through the configured notifiers
 (`quality.alerts`). A publish held back by the quality gate fails the flow without a second
@@ -181,11 +184,16 @@ def alert_on_failure(flow, flow_run, state) -> None:  # type: ignore[no-untyped-
 
 @flow(name="nightly", on_failure=[alert_on_failure])
 def nightly(env: str | None = None, retrain: bool | None = None) -> str:
-    """`retrain`: None retrains on `nightly.retrain_weekday` only; True / False force it."""
+    """`retrain`: None retrains on `nightly.retrain_weekday`, or when no model serves yet (a
+    fresh installation); True / False force it."""
+    from lakehouse.gold.detection import serving_version
+
     config = load_config(env)
     if retrain is None:
         today = datetime.now(ZoneInfo(config.nightly.timezone))
-        retrain = today.weekday() == config.nightly.retrain_weekday
+        retrain = (
+            today.weekday() == config.nightly.retrain_weekday or serving_version(config) is None
+        )
     snapshot_and_reconcile(env)
     refresh_gold(env)
     score_anomalies(env, retrain)
@@ -203,17 +211,58 @@ def schedule(config: Config):  # type: ignore[no-untyped-def]
     return Cron(config.nightly.cron, timezone=config.nightly.timezone)
 
 
+def trigger(config: Config, timeout_s: float) -> int:
+    """Start a run of the served deployment and follow its state until it ends."""
+    import os
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = os.environ.get("PREFECT_API_URL") or f"http://127.0.0.1:{config.apps.prefect_port}/api"
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        run = run_deployment("nightly/nightly", timeout=0)  # 0: return once scheduled
+        ui = api.removesuffix("/api")
+        print(f"nightly: flow run {run.name} ({ui}/runs/flow-run/{run.id})", flush=True)
+        started, last = time.monotonic(), None
+        with get_client(sync_client=True) as client:
+            while True:
+                state = client.read_flow_run(run.id).state
+                name = state.name if state else "Unknown"
+                if name != last:
+                    print(f"nightly: {name} after {time.monotonic() - started:.0f}s", flush=True)
+                    last = name
+                if state is not None and state.is_final():
+                    return 0 if state.is_completed() else 1
+                if time.monotonic() - started > timeout_s:
+                    print(f"nightly: still {name} after {timeout_s:.0f}s; giving up waiting")
+                    return 1
+                time.sleep(3)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flows/nightly.py", description=__doc__.splitlines()[0])
     parser.add_argument("--env", help="configuration environment (default $LAKEHOUSE_ENV or local)")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--serve", action="store_true", help="serve the deployment on its schedule until stopped"
+    )
+    mode.add_argument(
+        "--trigger",
+        action="store_true",
+        help="run the served deployment now through the Prefect server and wait for it",
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=3600, help="with --trigger: how long to wait"
     )
     args = parser.parse_args(argv)
     config = load_config(args.env)
     if args.serve:
         nightly.serve(name="nightly", schedules=[schedule(config)], parameters={"env": args.env})
         return 0
+    if args.trigger:
+        return trigger(config, args.timeout_s)
     state = nightly(env=args.env, return_state=True)
     return 0 if state.is_completed() else 1
 

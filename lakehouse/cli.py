@@ -14,33 +14,46 @@ from lakehouse.config import ConfigError, load_config
 
 def _stack(args: argparse.Namespace) -> int:
     from lakehouse import stack
+    from lakehouse.stack.apps import app_urls
 
     config = load_config(args.env)
     if args.action == "logs":
         return _stack_logs(config, args.service, args.lines)
+    if args.action == "restart":
+        if not args.service:
+            return _needs_service(config, "restart")
+        row = stack.restart(config, args.service)
+        print(stack.format_status([row]))
+        return 0 if row.healthy else 1
     if args.action == "up":
-        rows = stack.up(config)
+        rows = stack.up(config, apps=args.apps)
         print(stack.format_status(rows))
+        if args.apps:
+            print(app_urls(config))
         return 0 if all(r.healthy for r in rows) else 1
     if args.action == "down":
         stack.down(config)
         return 0
     rows = stack.status(config)
     print(stack.format_status(rows))
-    return 0 if all(r.healthy for r in rows) else 3
+    return 0 if stack.stack_ok(rows) else 3
+
+
+def _needs_service(config, action: str) -> int:  # type: ignore[no-untyped-def]
+    from lakehouse.stack.services import all_services
+
+    names = ", ".join(s.name for s in all_services(config, apps=True))
+    print(f"lakehouse: `stack {action}` needs a service name: {names}", file=sys.stderr)
+    return 2
 
 
 def _stack_logs(config, service: str | None, lines: int) -> int:
     from lakehouse.stack.process import log_tail
     from lakehouse.stack.services import all_services
 
-    services = {s.name: s for s in all_services(config)}
+    services = {s.name: s for s in all_services(config, apps=True)}
     if service not in services:
-        print(
-            f"lakehouse: `stack logs` needs a service name: {', '.join(services)}",
-            file=sys.stderr,
-        )
-        return 2
+        return _needs_service(config, "logs")
     print(f"==> {services[service].paths.log} <==")
     print(log_tail(services[service].paths, lines))
     return 0
@@ -141,8 +154,24 @@ def _with_spark(args: argparse.Namespace, app_name: str, work) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from lakehouse.ingest import operations
+    from lakehouse.ingest import lag, operations
 
+    if args.lag or args.wait:
+
+        def measure(spark, config) -> int:  # type: ignore[no-untyped-def]
+            if args.lag:
+                print(lag.measure(spark, config).render())
+                return 0
+            if lag.wait_caught_up(spark, config, args.timeout_s):
+                return 0
+            print(
+                f"ingest: not caught up after {args.timeout_s:.0f}s; is it running? "
+                "(`lakehouse stack status`, `lakehouse stack logs ingest`)",
+                file=sys.stderr,
+            )
+            return 1
+
+        return _with_spark(args, "lakehouse-ingest-lag", measure)
     return _with_spark(
         args, "lakehouse-ingest", lambda spark, config: operations.ingest(spark, config, args.once)
     )
@@ -223,6 +252,38 @@ def _publish(args: argparse.Namespace) -> int:
     return _with_spark(args, "lakehouse-publish", gated_publish)
 
 
+def _summary(args: argparse.Namespace) -> int:
+    from lakehouse.stack.apps import app_urls
+    from lakehouse.summary import summarise
+
+    def work(spark, config) -> int:  # type: ignore[no-untyped-def]
+        print(summarise(spark, config))
+        print("\nServers")
+        print(app_urls(config))
+        return 0
+
+    return _with_spark(args, "lakehouse-summary", work)
+
+
+def _superset(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lakehouse.serving.superset import provision
+    from lakehouse.stack.apps import SUPERSET_ADMIN_PASSWORD_VAR, SupersetService
+    from lakehouse.stack.secrets import local_secret
+
+    config = load_config(args.env)
+    result = provision(
+        config,
+        base_url=args.url or SupersetService(config).url,
+        user=config.apps.superset_admin_user,
+        password=local_secret(config, SUPERSET_ADMIN_PASSWORD_VAR),
+        spec_path=Path(args.spec),
+    )
+    print(f"dashboard: {result.dashboard_url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lakehouse.quality import operations as quality_operations
 
@@ -233,8 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_stack = sub.add_parser("stack", help="start, stop or inspect the local service stack")
-    p_stack.add_argument("action", choices=["up", "down", "status", "logs"])
-    p_stack.add_argument("service", nargs="?", help="with `logs`: the service whose log to show")
+    p_stack.add_argument("action", choices=["up", "down", "status", "logs", "restart"])
+    p_stack.add_argument(
+        "service", nargs="?", help="with `logs` / `restart`: the service to show / restart"
+    )
+    p_stack.add_argument(
+        "--apps",
+        action="store_true",
+        help="with `up`: also start MLflow, Prefect (+ the nightly deployment), Superset, "
+        "JupyterLab and the supervised streaming ingest",
+    )
     p_stack.add_argument("-n", "--lines", type=int, default=40, help="with `logs`: lines to show")
     p_stack.set_defaults(func=_stack)
 
@@ -270,8 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_ingest = sub.add_parser(
         "ingest", help="stream change events: Kafka -> bronze -> silver + Elasticsearch"
     )
-    p_ingest.add_argument(
+    ingest_mode = p_ingest.add_mutually_exclusive_group()
+    ingest_mode.add_argument(
         "--once", action="store_true", help="process everything available, then exit"
+    )
+    ingest_mode.add_argument(
+        "--lag", action="store_true", help="print how far a running ingest is behind, then exit"
+    )
+    ingest_mode.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until a running ingest (e.g. the stack's supervised one) has caught up",
+    )
+    p_ingest.add_argument(
+        "--timeout-s", type=_positive_float, default=900.0, help="with --wait (default 900)"
     )
     p_ingest.set_defaults(func=_ingest)
 
@@ -333,6 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the quality suites, then mirror gold to PostgreSQL unless an error check failed",
     )
     p_publish.set_defaults(func=_publish)
+
+    p_summary = sub.add_parser(
+        "summary", help="tables and row counts, latest quality run, anomalies, server URLs"
+    )
+    p_summary.set_defaults(func=_summary)
+
+    from lakehouse.serving.superset import DEFAULT_SPEC
+
+    p_superset = sub.add_parser("superset", help="Superset as code")
+    p_superset.add_argument(
+        "action",
+        choices=["provision"],
+        help="provision: create or update the warehouse connection, datasets, charts and "
+        "dashboard of the spec (idempotent)",
+    )
+    p_superset.add_argument("--spec", default=str(DEFAULT_SPEC), help="dashboard spec (YAML)")
+    p_superset.add_argument("--url", help="Superset's address (default: the local stack's)")
+    p_superset.set_defaults(func=_superset)
     return parser
 
 
@@ -388,6 +487,7 @@ def _known_failure(exc: Exception) -> str | None:
     from lakehouse.ingest.snapshot import SnapshotMissing
     from lakehouse.plans.store import PlanStoreError
     from lakehouse.serving.mirror import MirrorError
+    from lakehouse.serving.superset import SupersetError
     from lakehouse.spark import SparkSetupError
     from lakehouse.stack import StackError
 
@@ -398,6 +498,7 @@ def _known_failure(exc: Exception) -> str | None:
         | SnapshotMissing
         | SearchSyncError
         | MirrorError
+        | SupersetError
     )
     if isinstance(exc, known):
         return str(exc)

@@ -47,6 +47,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_ALERT_WEBHOOK_URL": "quality.alerts.webhook_url",
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
     "LAKEHOUSE_MIRROR_SCHEMA": "serving.schema",
+    "LAKEHOUSE_SUPERSET_ADMIN_USER": "apps.superset_admin_user",
 }
 
 
@@ -211,6 +212,26 @@ class StackConfig:
 
 
 @dataclass(frozen=True)
+class AppsConfig:
+    """The user-facing servers `lakehouse stack up --apps` starts next to the data services.
+
+    Secrets are never here: Superset's admin password and secret key and Jupyter's token come
+    from LAKEHOUSE_SUPERSET_ADMIN_PASSWORD, LAKEHOUSE_SUPERSET_SECRET_KEY and
+    LAKEHOUSE_JUPYTER_TOKEN (generated once into <state_dir>/secrets when unset locally).
+    """
+
+    mlflow_port: int = 5000
+    prefect_port: int = 4200
+    superset_port: int = 8088
+    jupyter_port: int = 8888
+    superset_admin_user: str = "admin"
+    # Superset's own metadata database, in the stack's PostgreSQL.
+    superset_database: str = "superset"
+    # The supervised streaming ingest: restarts after a crash, the pause doubling up to this.
+    ingest_max_backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Config:
     environment: str = "local"
     # Root of every Delta table: a local folder or an object-store URI (s3a://, abfss://, gs://).
@@ -230,6 +251,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    apps: AppsConfig = field(default_factory=AppsConfig)
 
     @property
     def checkpoint_root(self) -> str:
@@ -297,6 +319,7 @@ def load_config(
     _check_quality(config.quality, source)
     _check_serving(config.serving, source)
     _check_nightly(config.nightly, source)
+    _check_apps(config.apps, source)
     return _resolve_local_paths(config)
 
 
@@ -459,6 +482,19 @@ def _check_nightly(nightly: NightlyConfig, source: str) -> None:
         ) from None
     if not 0 <= nightly.retrain_weekday <= 6:
         raise ConfigError(f"{source}: nightly.retrain_weekday must be 0 (Monday) .. 6 (Sunday)")
+
+
+def _check_apps(apps: AppsConfig, source: str) -> None:
+    for name in ("mlflow_port", "prefect_port", "superset_port", "jupyter_port"):
+        if not 1 <= getattr(apps, name) <= 65535:
+            raise ConfigError(f"{source}: apps.{name} must be a TCP port (1..65535)")
+    ports = [apps.mlflow_port, apps.prefect_port, apps.superset_port, apps.jupyter_port]
+    if len(set(ports)) != len(ports):
+        raise ConfigError(f"{source}: apps.*_port must be four different ports, got {ports}")
+    if not apps.superset_admin_user.strip():
+        raise ConfigError(f"{source}: apps.superset_admin_user must not be empty")
+    if apps.ingest_max_backoff_s <= 0:
+        raise ConfigError(f"{source}: apps.ingest_max_backoff_s must be > 0 seconds")
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:

@@ -55,7 +55,7 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{folder.resolve()}/mlflow.db"
 
 
-def _artifact_location(uri: str) -> str | None:
+def artifact_location(uri: str) -> str | None:
     """Artifacts next to a SQLite registry; a tracking server decides for itself."""
     if not uri.startswith("sqlite:///"):
         return None
@@ -83,7 +83,7 @@ def _experiment_id(config: Config) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = _artifact_location(tracking_uri(config))
+    location = artifact_location(tracking_uri(config))
     return client.create_experiment(name, artifact_location=location)
 
 

@@ -1,10 +1,13 @@
-"""The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch as plain processes on 127.0.0.1."""
+"""The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch (and, with --apps, MLflow,
+Prefect, Superset, JupyterLab and the supervised ingest) as plain processes on 127.0.0.1."""
 
 from lakehouse.stack.manager import (
     ServiceStatus,
     all_reachable,
     down,
     format_status,
+    restart,
+    stack_ok,
     status,
     up,
 )
@@ -16,6 +19,8 @@ __all__ = [
     "all_reachable",
     "down",
     "format_status",
+    "restart",
+    "stack_ok",
     "status",
     "up",
 ]

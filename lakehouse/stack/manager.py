@@ -26,7 +26,7 @@ Reporter = Callable[[str], None]
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
-    port: int
+    port: int | None  # None: the service serves no port of its own
     pid: int | None
     health: str  # "healthy", "stopped", or "unhealthy: <reason>"
     log: str
@@ -51,7 +51,8 @@ def service_status(service: Service) -> ServiceStatus:
             health = "healthy"
         except Exception as exc:  # any probe failure is reported, not raised
             health = f"unhealthy: {_one_line(exc)}"
-    return ServiceStatus(service.name, service.port, pid, health, str(service.paths.log))
+    port = service.port if service.listens else None
+    return ServiceStatus(service.name, port, pid, health, str(service.paths.log))
 
 
 def all_reachable(config: Config) -> bool:
@@ -65,12 +66,22 @@ def all_reachable(config: Config) -> bool:
 
 
 def status(config: Config) -> list[ServiceStatus]:
-    return [service_status(s) for s in all_services(config)]
+    return [service_status(s) for s in all_services(config, apps=True)]
+
+
+def stack_ok(rows: list[ServiceStatus]) -> bool:
+    """Every data service healthy; app servers healthy or simply not started."""
+    from lakehouse.stack.apps import APP_SERVICE_TYPES
+
+    apps = {cls.name for cls in APP_SERVICE_TYPES}
+    return all(r.healthy or (r.name in apps and r.health == "stopped") for r in rows)
 
 
 def format_status(rows: list[ServiceStatus]) -> str:
     header = ("SERVICE", "PORT", "PID", "HEALTH", "LOG")
-    table = [header] + [(r.name, str(r.port), str(r.pid or "-"), r.health, r.log) for r in rows]
+    table = [header] + [
+        (r.name, str(r.port or "-"), str(r.pid or "-"), r.health, r.log) for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in table
@@ -82,13 +93,14 @@ def start_service(service: Service, timeout_s: float, report: Reporter) -> str:
     pid = running_pid(service)
     if pid is not None:
         _wait_ready(service, pid, timeout_s, exit_code=lambda: None)
-        report(f"{service.name}: already running (pid {pid}, port {service.port})")
+        where = f", port {service.port}" if service.listens else ""
+        report(f"{service.name}: already running (pid {pid}{where})")
         return "already running"
 
     missing = service.missing_prerequisites()
     if missing:
         raise StackError(f"{service.name}: missing prerequisites: " + "; ".join(missing))
-    if port_in_use(service.port):
+    if service.listens and port_in_use(service.port):
         hint = f" or set {service.port_setting} to a free port" if service.port_setting else ""
         raise StackError(
             f"{service.name}: port {service.port} on 127.0.0.1 is already in use by another "
@@ -100,7 +112,8 @@ def start_service(service: Service, timeout_s: float, report: Reporter) -> str:
         service.command(), service.paths, env=service.env(), user=service.run_as()
     )
     pid = proc.pid
-    report(f"{service.name}: started pid {pid}, waiting for readiness on port {service.port}")
+    where = f" on port {service.port}" if service.listens else ""
+    report(f"{service.name}: started pid {pid}, waiting for readiness{where}")
     _wait_ready(service, pid, timeout_s, exit_code=proc.poll)
     service.after_ready()
     report(f"{service.name}: ready in {time.monotonic() - started:.1f}s")
@@ -138,13 +151,14 @@ def _wait_ready(
     )
 
 
-def up(config: Config, report: Reporter = print) -> list[ServiceStatus]:
-    """Start every service in parallel (respecting dependencies); idempotent.
+def up(config: Config, report: Reporter = print, apps: bool = False) -> list[ServiceStatus]:
+    """Start every data service, and with `apps` every app server too, in parallel (respecting
+    dependencies); idempotent.
 
     Raises StackError listing every service that failed; services that did start keep running
     so their state can be inspected (`lakehouse stack down` stops them).
     """
-    services = {s.name: s for s in all_services(config)}
+    services = {s.name: s for s in all_services(config, apps)}
     timeout = float(config.stack.startup_timeout_s)
     futures: dict[str, Future[str]] = {}
     lock = threading.Lock()
@@ -170,12 +184,26 @@ def up(config: Config, report: Reporter = print) -> list[ServiceStatus]:
         errors = [str(exc) for f in futures.values() if (exc := f.exception()) is not None]
     if errors:
         raise StackError("stack up failed:\n- " + "\n- ".join(errors))
-    return status(config)
+    return [service_status(s) for s in services.values()]
+
+
+def restart(config: Config, name: str, report: Reporter = print) -> ServiceStatus:
+    """Stop one service (if running) and start it again; its dependencies must be up."""
+    services = {s.name: s for s in all_services(config, apps=True)}
+    if name not in services:
+        raise StackError(f"unknown service {name!r}; one of: {', '.join(services)}")
+    service = services[name]
+    pid = read_pid(service.paths)
+    if pid is not None and stop_process(pid, service.marker, service.stop_signal):
+        report(f"{name}: stopped (pid {pid})")
+    service.paths.pid.unlink(missing_ok=True)
+    start_service(service, float(config.stack.startup_timeout_s), report)
+    return service_status(service)
 
 
 def down(config: Config, report: Reporter = print) -> None:
-    """Stop every service (dependents first), leaving data and logs in place."""
-    services = all_services(config)
+    """Stop every service, apps included (dependents first), leaving data and logs in place."""
+    services = all_services(config, apps=True)
     dependents_first = sorted(services, key=lambda s: len(s.depends_on), reverse=True)
     for service in dependents_first:
         pid = read_pid(service.paths)

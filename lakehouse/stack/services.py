@@ -47,6 +47,8 @@ class Service(ABC):
     name: ClassVar[str]
     depends_on: ClassVar[tuple[str, ...]] = ()
     stop_signal: ClassVar[int] = signal.SIGTERM
+    # False for a process that serves no port of its own (its probe says whether it works).
+    listens: ClassVar[bool] = True
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -191,14 +193,18 @@ class PostgresService(Service):
         conn.close()
 
     def after_ready(self) -> None:
+        for database in (self.database, self.config.stack.ferretdb_database):
+            self.create_database(database)
+
+    def create_database(self, database: str) -> None:
+        """Create `database` unless it exists."""
         conn = self._connect()
         conn.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         try:
             with conn.cursor() as cur:
-                for db in (self.database, self.config.stack.ferretdb_database):
-                    cur.execute("select 1 from pg_database where datname = %s", (db,))
-                    if cur.fetchone() is None:
-                        cur.execute(f'create database "{db}"')
+                cur.execute("select 1 from pg_database where datname = %s", (database,))
+                if cur.fetchone() is None:
+                    cur.execute(f'create database "{database}"')
         finally:
             conn.close()
 
@@ -430,8 +436,12 @@ SERVICE_TYPES: tuple[type[Service], ...] = (
 )
 
 
-def all_services(config: Config) -> list[Service]:
-    return [cls(config) for cls in SERVICE_TYPES]
+def all_services(config: Config, apps: bool = False) -> list[Service]:
+    """The data services; with `apps`, the servers of lakehouse/stack/apps.py after them."""
+    from lakehouse.stack.apps import APP_SERVICE_TYPES
+
+    types = SERVICE_TYPES + (APP_SERVICE_TYPES if apps else ())
+    return [cls(config) for cls in types]
 
 
 def _java_prerequisites(service: str) -> list[str]:

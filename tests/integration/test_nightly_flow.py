@@ -43,6 +43,7 @@ def test_schedule_is_2am_cron_in_the_configured_zone(config: Config) -> None:
     assert (scheduled.schedule.cron, scheduled.schedule.timezone) == ("0 2 * * *", "Europe/Berlin")
 
 
+@pytest.mark.timeout(900)  # two whole nightly runs
 def test_nightly_flow_alerts_on_failure_then_runs_end_to_end(
     spark, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,7 @@ from support import free_port
 from lakehouse import stack
 from lakehouse.config import Config
 from lakehouse.stack import manager, services
+from lakehouse.stack.apps import APP_SERVICE_TYPES
 from lakehouse.stack.process import StackError, process_alive, read_pid
 
 pytestmark = pytest.mark.integration
@@ -92,8 +93,10 @@ def test_up_is_idempotent_and_down_leaves_no_process(isolated: Config):
         ["pgrep", "-f", isolated.state_dir], capture_output=True, text=True
     ).stdout.split()
     assert leftovers == []
+    # status lists the app servers too (never started here)
+    apps = [cls.name for cls in APP_SERVICE_TYPES]
     assert {(r.name, r.health) for r in stack.status(isolated)} == {
-        (name, "stopped") for name in expected_ports
+        (name, "stopped") for name in [*expected_ports, *apps]
     }
 
 

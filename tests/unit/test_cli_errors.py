@@ -97,7 +97,7 @@ def test_config_defaults_to_local_and_shows_env_overrides(
     assert printed == expected
 
 
-@pytest.mark.parametrize("argv", [["frobnicate"], [], ["--env", "test"], ["stack", "restart"]])
+@pytest.mark.parametrize("argv", [["frobnicate"], [], ["--env", "test"], ["stack", "reboot"]])
 def test_bad_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as excinfo:
         main(argv)
@@ -106,12 +106,24 @@ def test_bad_command_line_exits_2(argv: list[str], capsys: pytest.CaptureFixture
     assert err.startswith("usage: lakehouse")
 
 
-def test_stack_logs_without_a_service_lists_the_services(
+@pytest.mark.parametrize("action", ["logs", "restart"])
+def test_stack_logs_or_restart_without_a_service_lists_the_services(
+    action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stack", action]) == 2
+    assert capsys.readouterr().err == (
+        f"lakehouse: `stack {action}` needs a service name: postgres, kafka, ferretdb, "
+        "elasticsearch, mlflow, prefect, superset, jupyter, ingest, nightly\n"
+    )
+
+
+def test_stack_restart_of_an_unknown_service_names_the_known_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert main(["stack", "logs"]) == 2
+    assert main(["stack", "restart", "kafak"]) == 1
     assert capsys.readouterr().err == (
-        "lakehouse: `stack logs` needs a service name: postgres, kafka, ferretdb, elasticsearch\n"
+        "lakehouse: unknown service 'kafak'; one of: postgres, kafka, ferretdb, elasticsearch, "
+        "mlflow, prefect, superset, jupyter, ingest, nightly\n"
     )
 
 

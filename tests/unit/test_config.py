@@ -278,6 +278,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     ),
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": ("slack-webhook/data-alerts", "slack-webhook/data-alerts"),
     "LAKEHOUSE_MIRROR_SCHEMA": ("gold_staging", "gold_staging"),
+    "LAKEHOUSE_SUPERSET_ADMIN_USER": ("analyst_admin", "analyst_admin"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
