@@ -86,7 +86,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# the outer timeout turns a hang at interpreter exit (a stray non-daemon thread) into a failure
-	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 2400 $(BIN)/pytest
+	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 4200 $(BIN)/pytest
 
 lint: python
 	$(BIN)/ruff check .

@@ -110,8 +110,7 @@ def write_history_page(spark: SparkSession, config: Config, results: DataFrame) 
     if io.table_exists(spark, config, QUALITY_METRICS_TABLE):
         metrics = io.read_table(spark, config, QUALITY_METRICS_TABLE)
         sizes = [
-            (m.run_at, m.table_name, m.value)
-            for m in metrics.where("metric = 'Size' AND entity = 'Dataset'").collect()
+            (m.run_at, m.table_name, m.value) for m in report.row_count_history(metrics).collect()
         ]
     failing = [
         (r.table_name, r.check_name, r.severity, r.message or "")

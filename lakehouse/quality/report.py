@@ -7,6 +7,7 @@ import html
 import math
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -14,6 +15,9 @@ from pyspark.sql.window import Window
 
 from lakehouse.quality.charts import pyplot, to_svg
 from lakehouse.quality.runner import CheckResult, QualityRun
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _MESSAGE_CHARS = 70
 
@@ -70,13 +74,13 @@ def run_history(results: DataFrame) -> DataFrame:
         .agg(
             F.countDistinct("table_name").alias("tables"),
             F.count(F.lit(1)).alias("checks"),
-            *_failure_counts(),
+            *failure_counts(),
         )
         .orderBy(F.col("run_at").desc(), F.col("run_id").desc())
     )
 
 
-def _failure_counts() -> list[Column]:
+def failure_counts() -> list[Column]:
     """errors and warnings: failed checks of each severity."""
     failed = F.col("status") == "failed"
     return [
@@ -99,7 +103,15 @@ def latest_per_table(results: DataFrame) -> DataFrame:
 def table_status(results: DataFrame) -> DataFrame:
     """quality.results -> one row per (run, table): run_id, run_at, table_name, errors and
     warnings (failed checks of each severity)."""
-    return results.groupBy("run_id", "run_at", "table_name").agg(*_failure_counts())
+    return results.groupBy("run_id", "run_at", "table_name").agg(*failure_counts())
+
+
+def row_count_history(metrics: DataFrame) -> DataFrame:
+    """quality.metrics -> run_at, table_name, value: each table's row count per run (Deequ's
+    Size metric of the whole dataset)."""
+    return metrics.where("metric = 'Size' AND entity = 'Dataset'").select(
+        "run_at", "table_name", "value"
+    )
 
 
 def render_history_html(
@@ -114,10 +126,12 @@ def render_history_html(
     runs = sorted({at for at, *_ in statuses})
     tables = sorted({table for _, table, *_ in statuses})
     figures = [
-        ("status", "Status of every table per run", _status_svg(statuses, runs, tables)),
+        ("status", "Status of every table per run", to_svg(status_figure(statuses))),
     ]
     if row_counts:
-        figures.append(("row-counts", "Rows per table per run", _row_counts_svg(row_counts)))
+        figures.append(
+            ("row-counts", "Rows per table per run", to_svg(row_counts_figure(row_counts)))
+        )
     body = "\n".join(
         f'<figure class="chart" data-chart="{key}"><figcaption>{html.escape(title)}</figcaption>'
         f"{svg}</figure>"
@@ -151,14 +165,15 @@ figcaption {{ font-weight: bold; margin-bottom: .5em; }}
 """
 
 
-def _status_svg(
-    statuses: Sequence[tuple[datetime, str, int, int]],
-    runs: list[datetime],
-    tables: list[str],
-) -> str:
+def status_figure(statuses: Sequence[tuple[datetime, str, int, int]]) -> Figure:
+    """The status grid as a matplotlib Figure: one row per table, one column per run, green
+    passed, orange warnings only, red errors, blank when the table was not in that run.
+    `statuses`: (run_at, table, errors, warnings) per table per run."""
     from matplotlib.colors import ListedColormap
 
     plt = pyplot()
+    runs = sorted({at for at, *_ in statuses})
+    tables = sorted({table for _, table, *_ in statuses})
     # 0 passed, 1 warnings only, 2 errors; NaN: the table was not in that run
     grid = [[math.nan] * len(runs) for _ in tables]
     for at, table, errors, warnings in statuses:
@@ -175,10 +190,12 @@ def _status_svg(
     axes.invert_yaxis()
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.colors]
     axes.legend(handles, ["passed", "warnings", "errors"], loc="upper left", bbox_to_anchor=(1, 1))
-    return to_svg(figure)
+    return figure
 
 
-def _row_counts_svg(row_counts: Sequence[tuple[datetime, str, float]]) -> str:
+def row_counts_figure(row_counts: Sequence[tuple[datetime, str, float]]) -> Figure:
+    """Rows per table per run (log scale) as a matplotlib Figure. `row_counts`: (run_at, table,
+    rows) from Deequ's Size metric."""
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(9, 4))
     for table in sorted({table for _, table, _ in row_counts}):
@@ -188,7 +205,7 @@ def _row_counts_svg(row_counts: Sequence[tuple[datetime, str, float]]) -> str:
     axes.set_ylabel("rows (log)")
     axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small")
     figure.autofmt_xdate()
-    return to_svg(figure)
+    return figure
 
 
 def _short(text: str) -> str:
