@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.config import Config
-from lakehouse.serving.superset import SupersetClient, load_spec, provision
+from lakehouse.serving.superset import DEFAULT_SPEC, SupersetClient, load_spec, provision
 from lakehouse.stack.apps import SUPERSET_ADMIN_PASSWORD_VAR, SupersetService
 from lakehouse.stack.manager import running_pid, start_service
 from lakehouse.stack.process import stop_process
@@ -44,7 +44,7 @@ def test_provisioned_dashboard_renders_every_chart_with_data(
     suffix = f" (test {uuid.uuid4().hex[:6]})"
     user = demo_lake.apps.superset_admin_user
     password = local_secret(demo_lake, SUPERSET_ADMIN_PASSWORD_VAR)
-    spec = load_spec(Path("conf/superset/dashboard.yaml"), demo_lake.serving.schema, suffix)
+    spec = load_spec(DEFAULT_SPEC, demo_lake.serving.schema, suffix)
 
     first = provision(demo_lake, superset.url, user, password, suffix=suffix)
     assert [a.split(":")[1].split("(")[0].strip() for a in first.actions] == ["created"] * (
