@@ -147,8 +147,24 @@ def as_copy_text(frame: DataFrame) -> DataFrame:
 
 
 def csv_line(values: tuple[str | None, ...]) -> str:
-    """One CSV record: null stays an empty unquoted field, every value is quoted."""
+    """One CSV record: null stays an empty unquoted field, every value is quoted. The reference
+    for `as_csv_records`, which builds the same records in Spark."""
     return ",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in values) + "\n"
+
+
+def as_csv_records(frame: DataFrame) -> DataFrame:
+    """One column: each row as the CSV record `csv_line` makes of its `as_copy_text` values.
+    Built by Spark so that one string per row crosses to the driver instead of one per column:
+    pickling the columns and formatting them in Python took most of a publish's time
+    (docs/benchmarks/README.md, mirror)."""
+    text = as_copy_text(frame)
+    fields = [
+        F.when(text[name].isNull(), F.lit("")).otherwise(
+            F.concat(F.lit('"'), F.replace(text[name], F.lit('"'), F.lit('""')), F.lit('"'))
+        )
+        for name in text.columns
+    ]
+    return text.select(F.concat(F.concat_ws(",", *fields), F.lit("\n")).alias("record"))
 
 
 class _LineReader:
@@ -287,8 +303,8 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
     qualified = sql.SQL("{}.{}").format(schema, staging).as_string(cur)
     cur.execute(create_table_sql(qualified, table.schema))
 
-    frame = as_copy_text(io.read_version(spark, config, table, version))
-    reader = _LineReader(csv_line(tuple(row)) for row in frame.toLocalIterator(True))
+    frame = as_csv_records(io.read_version(spark, config, table, version))
+    reader = _LineReader(row[0] for row in frame.toLocalIterator(True))
     columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in table.schema.fields)
     cur.copy_expert(
         sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)")

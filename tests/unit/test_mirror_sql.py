@@ -47,6 +47,13 @@ def test_csv_line_quotes_values_and_leaves_null_bare() -> None:
     assert line == '"a",,"","say ""hi"", then\nleave"\n'
 
 
+def test_csv_records_built_by_spark_match_csv_line(spark) -> None:
+    rows = [("a", None, "", 'say "hi", then\nleave'), (None, "x,y", '""', "é ü\r\n")]
+    frame = spark.createDataFrame(rows, "a string, b string, c string, d string")
+    records = [r[0] for r in mirror.as_csv_records(frame).collect()]
+    assert records == [mirror.csv_line(row) for row in rows]
+
+
 def test_copy_text_formats_timestamps_with_offset(spark) -> None:
     frame = spark.createDataFrame(
         [
