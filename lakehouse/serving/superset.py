@@ -257,6 +257,7 @@ class SupersetClient:
 @dataclass(frozen=True)
 class Provisioned:
     dashboard_url: str
+    dashboard_id: int
     database_id: int
     dataset_ids: dict[str, int]
     chart_ids: dict[str, int]
@@ -352,11 +353,23 @@ def provision(
     done("dashboard", spec.title, dashboard_created, dashboard_id)
     return Provisioned(
         dashboard_url=f"{client.base_url}/superset/dashboard/{spec.slug}/",
+        dashboard_id=dashboard_id,
         database_id=database_id,
         dataset_ids=dataset_ids,
         chart_ids=chart_ids,
         actions=tuple(actions),
     )
+
+
+def remove(client: SupersetClient, provisioned: Provisioned) -> None:
+    """Delete what `provision` made: the dashboard, its charts, datasets and connection (in
+    that order: each is still referenced by the next)."""
+    client.call("DELETE", f"/api/v1/dashboard/{provisioned.dashboard_id}")
+    for chart_id in provisioned.chart_ids.values():
+        client.call("DELETE", f"/api/v1/chart/{chart_id}")
+    for dataset_id in provisioned.dataset_ids.values():
+        client.call("DELETE", f"/api/v1/dataset/{dataset_id}")
+    client.call("DELETE", f"/api/v1/database/{provisioned.database_id}")
 
 
 def _detach_other_charts(

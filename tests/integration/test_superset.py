@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from lakehouse.config import Config
-from lakehouse.serving.superset import DEFAULT_SPEC, SupersetClient, load_spec, provision
+from lakehouse.serving.superset import (
+    DEFAULT_SPEC,
+    SupersetClient,
+    SupersetError,
+    load_spec,
+    provision,
+    remove,
+)
 from lakehouse.stack.apps import SUPERSET_ADMIN_PASSWORD_VAR, SupersetService
 from lakehouse.stack.manager import running_pid, start_service
 from lakehouse.stack.process import stop_process
@@ -50,67 +57,75 @@ def test_provisioned_dashboard_renders_every_chart_with_data(
     assert [a.split(":")[1].split("(")[0].strip() for a in first.actions] == ["created"] * (
         1 + len(spec.datasets) + len(spec.charts) + 1
     )
-    again = provision(demo_lake, superset.url, user, password, suffix=suffix)
-    assert (again.database_id, again.dataset_ids, again.chart_ids) == (
-        first.database_id,
-        first.dataset_ids,
-        first.chart_ids,
-    )
-    assert all(": updated (id " in a for a in again.actions), again.actions
     client = SupersetClient(superset.url, user, password)
-    board = client.call("GET", f"/api/v1/dashboard/{spec.slug}/charts")["result"]
-    assert sorted(c["id"] for c in board) == sorted(first.chart_ids.values())
-
-    chart_answers: list[dict] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox"]
+    try:
+        again = provision(demo_lake, superset.url, user, password, suffix=suffix)
+        assert (again.database_id, again.dataset_ids, again.chart_ids) == (
+            first.database_id,
+            first.dataset_ids,
+            first.chart_ids,
         )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 2200})
-            page.goto(f"{superset.url}/login/")
-            page.fill("#username", user)
-            page.fill("#password", password)
-            page.keyboard.press("Enter")
-            page.wait_for_url("**/superset/welcome/**", timeout=60_000)
+        assert all(": updated (id " in a for a in again.actions), again.actions
+        board = client.call("GET", f"/api/v1/dashboard/{spec.slug}/charts")["result"]
+        assert sorted(c["id"] for c in board) == sorted(first.chart_ids.values())
 
-            def remember(response) -> None:  # type: ignore[no-untyped-def]
-                if "/api/v1/chart/data" in response.url:
-                    chart_answers.append({"status": response.status, "body": response.json()})
-
-            page.on("response", remember)
-            page.goto(first.dashboard_url)
-            charts = page.locator('[data-test="chart-grid-component"]')
-            charts.first.wait_for(timeout=60_000)
-            # Drawn: an ECharts canvas, a table with body rows, or a big number.
-            drawn = "canvas, table tbody tr, .header-line"
-            page.wait_for_function(
-                """([selector, expected]) => {
-                    const cells = document.querySelectorAll('[data-test="chart-grid-component"]');
-                    return cells.length === expected &&
-                        [...cells].every(cell => cell.querySelector(selector));
-                }""",
-                arg=[drawn, len(spec.charts)],
-                timeout=120_000,
+        chart_answers: list[dict] = []
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox"]
             )
-            page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
-            errors = page.locator(
-                '[data-test="chart-grid-component"] [role="alert"], '
-                '[data-test="chart-grid-component"] .ant-alert-error'
-            )
-            error_texts = [errors.nth(i).inner_text() for i in range(errors.count())]
-            empty = page.get_by_text("No results were returned for this query")
-            titles = page.locator('[data-test="editable-title"]').all_inner_texts()
-            assert charts.count() == len(spec.charts)
-            assert error_texts == []
-            assert empty.count() == 0
-            assert sorted(t.strip() for t in titles) == sorted(c.name for c in spec.charts)
-        finally:
-            browser.close()
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 2200})
+                page.goto(f"{superset.url}/login/")
+                page.fill("#username", user)
+                page.fill("#password", password)
+                page.keyboard.press("Enter")
+                page.wait_for_url("**/superset/welcome/**", timeout=60_000)
 
-    # Every chart query Superset ran for the page answered with rows.
-    assert len(chart_answers) == len(spec.charts)
-    assert all(a["status"] == 200 for a in chart_answers), chart_answers
-    row_counts = [sum(r.get("rowcount", 0) for r in a["body"]["result"]) for a in chart_answers]
-    assert all(count > 0 for count in row_counts), row_counts
-    assert (output_dir / "dashboard.png").stat().st_size > 50_000
+                def remember(response) -> None:  # type: ignore[no-untyped-def]
+                    if "/api/v1/chart/data" in response.url:
+                        chart_answers.append({"status": response.status, "body": response.json()})
+
+                page.on("response", remember)
+                page.goto(first.dashboard_url)
+                charts = page.locator('[data-test="chart-grid-component"]')
+                charts.first.wait_for(timeout=60_000)
+                # Drawn: an ECharts canvas, a table with body rows, or a big number.
+                drawn = "canvas, table tbody tr, .header-line"
+                page.wait_for_function(
+                    """([selector, expected]) => {
+                        const cells = document.querySelectorAll(
+                            '[data-test="chart-grid-component"]');
+                        return cells.length === expected &&
+                            [...cells].every(cell => cell.querySelector(selector));
+                    }""",
+                    arg=[drawn, len(spec.charts)],
+                    timeout=120_000,
+                )
+                page.screenshot(path=str(output_dir / "dashboard.png"), full_page=True)
+                errors = page.locator(
+                    '[data-test="chart-grid-component"] [role="alert"], '
+                    '[data-test="chart-grid-component"] .ant-alert-error'
+                )
+                error_texts = [errors.nth(i).inner_text() for i in range(errors.count())]
+                empty = page.get_by_text("No results were returned for this query")
+                titles = page.locator('[data-test="editable-title"]').all_inner_texts()
+                assert charts.count() == len(spec.charts)
+                assert error_texts == []
+                assert empty.count() == 0
+                assert sorted(t.strip() for t in titles) == sorted(c.name for c in spec.charts)
+            finally:
+                browser.close()
+
+        # Every chart query Superset ran for the page answered with rows.
+        assert len(chart_answers) == len(spec.charts)
+        assert all(a["status"] == 200 for a in chart_answers), chart_answers
+        row_counts = [sum(r.get("rowcount", 0) for r in a["body"]["result"]) for a in chart_answers]
+        assert all(count > 0 for count in row_counts), row_counts
+        assert (output_dir / "dashboard.png").stat().st_size > 50_000
+    finally:
+        remove(client, first)
+    with pytest.raises(SupersetError) as gone:
+        client.call("GET", f"/api/v1/dashboard/{spec.slug}")
+    assert gone.value.status == 404
+    assert client.find("chart", "slice_name", spec.charts[0].name) == []
