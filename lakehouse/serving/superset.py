@@ -249,6 +249,13 @@ class SupersetClient:
             )
         return answer.json() if answer.content else {}
 
+    def save(self, resource: str, object_id: int | None, body: dict[str, Any]) -> int:
+        """PUT `body` onto an existing object, or POST a new one (`object_id` None); its id."""
+        if object_id is None:
+            return int(self.call("POST", f"/api/v1/{resource}/", body)["id"])
+        self.call("PUT", f"/api/v1/{resource}/{object_id}", body)
+        return object_id
+
     def find(self, resource: str, column: str, value: str) -> list[dict[str, Any]]:
         query = f"(filters:!((col:{column},opr:eq,value:{_rison_string(value)})),page_size:100)"
         return self.call("GET", f"/api/v1/{resource}/?q={quote(query)}")["result"]
@@ -292,11 +299,7 @@ def provision(
         "allow_dml": False,
     }
     found = client.find("database", "database_name", spec.database_name)
-    if found:
-        database_id = found[0]["id"]
-        client.call("PUT", f"/api/v1/database/{database_id}", database)
-    else:
-        database_id = client.call("POST", "/api/v1/database/", database)["id"]
+    database_id = client.save("database", found[0]["id"] if found else None, database)
     done("database", spec.database_name, not found, database_id)
 
     dataset_ids = {}
@@ -308,13 +311,10 @@ def provision(
             if row.get("schema") == schema and row["database"]["id"] == database_id
         ]
         if existing:
-            dataset_id = existing[0]["id"]
-            client.call("PUT", f"/api/v1/dataset/{dataset_id}", {"sql": d.sql or None})
+            dataset_id = client.save("dataset", existing[0]["id"], {"sql": d.sql or None})
         else:
             body = {"database": database_id, "schema": schema, "table_name": table_name}
-            if d.sql:
-                body["sql"] = d.sql
-            dataset_id = client.call("POST", "/api/v1/dataset/", body)["id"]
+            dataset_id = client.save("dataset", None, body | ({"sql": d.sql} if d.sql else {}))
         # Columns come from the database: a changed mirror table or query is picked up here.
         client.call("PUT", f"/api/v1/dataset/{dataset_id}/refresh")
         dataset_ids[d.name] = dataset_id
@@ -334,11 +334,7 @@ def provision(
             "dashboards": [dashboard_id],
         }
         existing = client.find("chart", "slice_name", c.name)
-        if existing:
-            chart_id = existing[0]["id"]
-            client.call("PUT", f"/api/v1/chart/{chart_id}", body)
-        else:
-            chart_id = client.call("POST", "/api/v1/chart/", body)["id"]
+        chart_id = client.save("chart", existing[0]["id"] if existing else None, body)
         chart_ids[c.name] = chart_id
         done("chart", c.name, not existing, chart_id)
     _detach_other_charts(client, dashboard_id, set(chart_ids.values()), progress)
@@ -394,4 +390,4 @@ def _ensure_dashboard(client: SupersetClient, spec: DashboardSpec) -> tuple[int,
         if exc.status != 404:
             raise
     body = {"dashboard_title": spec.title, "slug": spec.slug, "published": True}
-    return client.call("POST", "/api/v1/dashboard/", body)["id"], True
+    return client.save("dashboard", None, body), True

@@ -187,16 +187,23 @@ def up(config: Config, report: Reporter = print, apps: bool = False) -> list[Ser
     return [service_status(s) for s in services.values()]
 
 
+def stop_service(service: Service, report: Reporter) -> None:
+    """Stop one service if it runs (SIGKILL after the grace period) and forget its pid."""
+    pid = read_pid(service.paths)
+    if pid is not None and stop_process(pid, service.marker, service.stop_signal):
+        report(f"{service.name}: stopped (pid {pid})")
+    else:
+        report(f"{service.name}: not running")
+    service.paths.pid.unlink(missing_ok=True)
+
+
 def restart(config: Config, name: str, report: Reporter = print) -> ServiceStatus:
     """Stop one service (if running) and start it again; its dependencies must be up."""
     services = {s.name: s for s in all_services(config, apps=True)}
     if name not in services:
         raise StackError(f"unknown service {name!r}; one of: {', '.join(services)}")
     service = services[name]
-    pid = read_pid(service.paths)
-    if pid is not None and stop_process(pid, service.marker, service.stop_signal):
-        report(f"{name}: stopped (pid {pid})")
-    service.paths.pid.unlink(missing_ok=True)
+    stop_service(service, report)
     start_service(service, float(config.stack.startup_timeout_s), report)
     return service_status(service)
 
@@ -206,12 +213,7 @@ def down(config: Config, report: Reporter = print) -> None:
     services = all_services(config, apps=True)
     dependents_first = sorted(services, key=lambda s: len(s.depends_on), reverse=True)
     for service in dependents_first:
-        pid = read_pid(service.paths)
-        if pid is not None and stop_process(pid, service.marker, service.stop_signal):
-            report(f"{service.name}: stopped (pid {pid})")
-        else:
-            report(f"{service.name}: not running")
-        service.paths.pid.unlink(missing_ok=True)
+        stop_service(service, report)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -8,9 +8,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from support import drop_database, isolated_lakehouse
+from support import drop_database, drop_schema, isolated_lakehouse
 
-from lakehouse import clients
 from lakehouse.config import Config
 
 
@@ -47,9 +46,4 @@ def demo_lake(
         yield lake
     finally:
         drop_database(lake)
-        conn = clients.pg_connect(lake)
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(f'DROP SCHEMA IF EXISTS "{lake.serving.schema}" CASCADE')
-        finally:
-            conn.close()
+        drop_schema(lake, lake.serving.schema)

@@ -26,13 +26,9 @@ def isolated_source(config: Config, name: str) -> Config:
 
 
 def end_offsets(config: Config) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap, group_id=None)
-    try:
-        topic = config.kafka.topic
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        return {tp.partition: off for tp, off in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
+    from lakehouse.ingest.lag import kafka_end_offsets
+
+    return kafka_end_offsets(config)
 
 
 def read_topic(config: Config, timeout_s: float = 30.0) -> list[tuple[str, dict, int, int]]:
@@ -66,6 +62,18 @@ def drop_database(config: Config) -> None:
         client.drop_database(config.mongo.database)
     finally:
         client.close()
+
+
+def drop_schema(config: Config, schema: str) -> None:
+    """Drop a PostgreSQL schema a test mirrored into, with everything in it."""
+    from lakehouse import clients
+
+    conn = clients.pg_connect(config)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        conn.close()
 
 
 def free_port(candidates: range | None = None) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 from pyspark.sql import functions as F
-from support import TcpProxy, write_plan_costs
+from support import TcpProxy, drop_schema, write_plan_costs
 
 from lakehouse import clients, io, tables
 from lakehouse.config import Config
@@ -39,12 +39,7 @@ def lake(config: Config, tmp_path: Path):
         serving=dataclasses.replace(config.serving, schema=schema, attempts=8, backoff_s=0.5),
     )
     yield lake
-    conn = clients.pg_connect(config)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        conn.close()
+    drop_schema(config, schema)
 
 
 def _plan_costs(spark, config: Config, count: int, plan_version: int = 1) -> None:
