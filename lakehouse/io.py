@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -63,8 +64,22 @@ def commit_epoch(spark: SparkSession, config: Config, table: Table, version: int
     return None if row is None else float(row["t"])
 
 
+# What Delta raises for a path without a table, or with a `_delta_log` but no commit yet.
+_NO_TABLE_ERRORS = frozenset({"DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND"})
+
+
 def table_exists(spark: SparkSession, config: Config, table: Table) -> bool:
-    return DeltaTable.isDeltaTable(spark, table.path(config))
+    # Not DeltaTable.isDeltaTable: it answers from the session's cached DeltaLog without
+    # refreshing it, so a process that first asks while another one is creating the table
+    # (its `_delta_log` folder made, no commit yet) is told "no table" for the cache's hour.
+    # forPath loads the latest snapshot, which refreshes that cache.
+    try:
+        DeltaTable.forPath(spark, table.path(config))
+    except AnalysisException as error:
+        if error.getErrorClass() in _NO_TABLE_ERRORS:
+            return False
+        raise
+    return True
 
 
 def append_once(rows: DataFrame, config: Config, table: Table, app_id: str, batch_id: int) -> None:

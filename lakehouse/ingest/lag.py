@@ -49,7 +49,9 @@ class IngestLag:
 def kafka_end_offsets(config: Config) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=config.kafka.bootstrap, group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap, group_id=None, enable_auto_commit=False
+    )
     try:
         topic = config.kafka.topic
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
