@@ -10,6 +10,11 @@
 #                command)
 #   make test    setup, then pytest (the test session starts the stack if it is not running)
 #   make stop    stop everything `make demo` started (same as `make down`)
+#   make bench   setup, then every benchmark at its recorded size (the local stack is started
+#                if it does not answer) and docs/benchmarks/summary.md; BENCH="gold mirror"
+#                picks some (bench/run.py)
+#   make bench-quick  the same at tiny sizes, results tagged `quick`: a smoke check of the
+#                scripts, never the recorded figures
 
 PYTHON  ?= python3
 VENV    := .venv
@@ -20,7 +25,7 @@ STAMP_PY := $(VENV)/.installed
 SUPERSET_VENV := .venv-superset
 
 .PHONY: setup python superset jars ferretdb postgres-server chromium demo up down stop status test \
-	lint clean-state
+	lint clean-state bench bench-quick
 
 setup: python superset jars ferretdb postgres-server chromium
 
@@ -87,6 +92,15 @@ test: setup
 	$(BIN)/ruff format --check .
 	# the outer timeout turns a hang at interpreter exit (a stray non-daemon thread) into a failure
 	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 4200 $(BIN)/pytest
+
+# Benchmark names for `make bench` / `make bench-quick` (empty: all of them).
+BENCH ?=
+
+bench: setup
+	$(BIN)/python bench/run.py $(BENCH)
+
+bench-quick: setup
+	$(BIN)/python bench/run.py --quick $(BENCH)
 
 lint: python
 	$(BIN)/ruff check .

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from machine_info import machine
+from machine_info import git_state, machine
+from resources import ResourceSampler, resource_section
 from silver_fixture import change_plans, load_plans
 
 from lakehouse import io
@@ -90,15 +91,15 @@ def isolated(config: Config, root: Path) -> Config:
     )
 
 
-def warm_up(spark, config: Config, root: Path) -> None:
+def warm_up(spark, config: Config, root: Path, plans: int) -> None:
     """Both code paths once on a small lake, so neither side pays for first use (JIT, class
     loading, the MLflow registry's first connection)."""
     lake = isolated(config, root / "warm-up")
-    load_plans(spark, lake, seed=1, plans=2000)
+    load_plans(spark, lake, seed=1, plans=plans)
     maintain.refresh_plan_costs(spark, lake)
     detection.train(spark, lake)
     run_stages(spark, lake, full=True)
-    change_plans(spark, lake, seed=1, plans=2000, fraction=0.01, version=2)
+    change_plans(spark, lake, seed=1, plans=plans, fraction=0.01, version=2)
     run_stages(spark, lake, full=False)
     run_stages(spark, lake, full=True)
 
@@ -110,38 +111,51 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument(
+        "--warm-up-plans", type=int, default=2000, help="plans of the warm-up lake (not timed)"
+    )
     args = parser.parse_args()
-    if args.plans < 1000 or not 0 < args.changed < 1:
-        parser.error("--plans must be >= 1000 and --changed in (0, 1)")
+    if min(args.plans, args.warm_up_plans) < 1000 or not 0 < args.changed < 1:
+        parser.error("--plans and --warm-up-plans must be >= 1000 and --changed in (0, 1)")
 
     base = load_config("local")
     base = dataclasses.replace(
         base,
         spark=dataclasses.replace(
-            base.spark, driver_memory=args.driver_memory, ui_enabled=False, log_level="ERROR"
+            base.spark,
+            driver_memory=args.driver_memory,
+            ui_enabled=False,
+            log_level="ERROR",
+            # progress bars would garble the per-stage lines (bench/run.py streams them)
+            extra_conf={**base.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
         ),
     )
     root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
     lake = isolated(base, root / "main")
+    # started before the session, so that the JVM's start is in its window
+    sampler = ResourceSampler(base).start()
     spark = build_spark(lake, app_name="bench-gold")
     try:
-        print("warm-up (2,000 plans, full and incremental)")
-        warm_up(spark, base, root)
+        print(f"warm-up ({args.warm_up_plans:,} plans, full and incremental)")
+        with sampler.phase("warm-up"):
+            warm_up(spark, base, root, args.warm_up_plans)
 
         print(f"silver: loading {args.plans:,} plans")
         started = time.monotonic()
-        load_plans(spark, lake, args.seed, args.plans)
+        with sampler.phase("silver load"):
+            load_plans(spark, lake, args.seed, args.plans)
         load_s = time.monotonic() - started
         print(f"  {load_s:.1f}s")
 
         print("gold: first full build")
         run_stages_before = time.monotonic()
-        maintain.refresh_plan_costs(spark, lake)
-        started = time.monotonic()
-        trained = detection.train(spark, lake)
-        train_s = time.monotonic() - started
-        print(trained.render(lake))
-        initial = run_stages(spark, lake, full=True)
+        with sampler.phase("first build + training"):
+            maintain.refresh_plan_costs(spark, lake)
+            started = time.monotonic()
+            trained = detection.train(spark, lake)
+            train_s = time.monotonic() - started
+            print(trained.render(lake))
+            initial = run_stages(spark, lake, full=True)
         print(f"  first build {time.monotonic() - run_stages_before:.1f}s")
 
         print(f"silver: changing {args.changed:.1%} of the plans")
@@ -149,14 +163,17 @@ def main() -> int:
         print(f"  {changed.events} events")
 
         print("gold: incremental refresh")
-        incremental = run_stages(spark, lake, full=False)
+        with sampler.phase("incremental"):
+            incremental = run_stages(spark, lake, full=False)
         after_incremental = versions(spark, lake)
         print("gold: full rebuild of the same state")
-        full = run_stages(spark, lake, full=True)
+        with sampler.phase("full rebuild"):
+            full = run_stages(spark, lake, full=True)
         equal = same_content(spark, lake, after_incremental, versions(spark, lake))
         print(f"  incremental result equals full rebuild: {equal}")
     finally:
         stop_spark(spark)
+        sampler.stop()
         shutil.rmtree(root, ignore_errors=True)
 
     total_full = sum(v["seconds"] for v in full.values())
@@ -164,9 +181,11 @@ def main() -> int:
     result = {
         "benchmark": "gold full vs incremental",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
         "machine": machine(),
         "method": __doc__,
         "plans": args.plans,
+        "warm_up_plans": args.warm_up_plans,
         "changed_share": args.changed,
         "change_events": changed.events,
         "silver_load_s": round(load_s, 1),
@@ -178,6 +197,7 @@ def main() -> int:
         "total_incremental_s": round(total_incr, 2),
         "total_full_s": round(total_full, 2),
         "incremental_equals_full": equal,
+        "resources": sampler.summary(),
     }
     write(result, args.tag)
     return 0 if equal else 1
@@ -249,6 +269,8 @@ def write(result: dict, tag: str) -> None:
         f"![full vs incremental]({name}.png)",
         "",
     ]
+    if result.get("resources"):
+        lines += [*resource_section(result["resources"]), ""]
     (OUT / f"{name}.md").write_text("\n".join(lines))
     print(f"wrote {OUT / name}.{{json,md,png}}")
 

@@ -1,23 +1,32 @@
-"""Benchmark: ingest throughput and end-to-end freshness, lakehouse vs a plain-Python consumer.
+"""Benchmark: streaming ingest throughput and freshness, lakehouse vs two lighter consumers.
 
-    .venv/bin/python bench/ingest_throughput.py --plans 2000 --changes 18000 \\
-        --rate 50 --duration 120 [--tag NAME]
+    .venv/bin/python bench/ingest_throughput.py [--backlog 40000] [--loads 500,2000,10000] \\
+        [--duration 30] [--grace 45] [--consumers lakehouse,per-event,deltalake] [--tag NAME]
 
-Runs against the local stack (`lakehouse stack up`), each phase on its own topic, warehouse
-and index:
+Against the local stack (`lakehouse stack up`); every run gets its own topic (3 partitions),
+warehouse and index. Consumers (bench/ingest_baselines.py for the two baselines):
 
-1. throughput, lakehouse: the whole history is on the topic first; `ingest --once` (bronze,
-   contract check, silver MERGEs, history, services, Elasticsearch) is timed end to end.
-2. throughput, baseline: a kafka-python consumer reads the same records and, per event, checks
-   the contract (`parse_event`), upserts PostgreSQL (version-guarded ON CONFLICT, autocommit) and
-   indexes/deletes in Elasticsearch (external_gte version): the usual hand-written CDC consumer.
-3. freshness: events are produced at --rate per second for --duration seconds with ts_ms = send
-   time while each consumer runs continuously. Lakehouse: silver latency = Delta commit time of
-   the plan_history row (Change Data Feed `_commit_timestamp`) - ts_ms, index latency =
-   `indexed_at` - ts_ms of the documents left in the index. Baseline: time its PostgreSQL commit
-   and its index call returned - ts_ms, per event.
+- `lakehouse`: `lakehouse ingest` (lakehouse.ingest.stream): Kafka -> bronze (Delta sink,
+  exactly-once), contract check, quarantine, silver plans / history / services / plan_services
+  MERGEs, the search index; Spark local[*].
+- `per-event`: kafka-python; per event a PostgreSQL upsert and an Elasticsearch write.
+- `deltalake`: kafka-python micro-batches (up to 5,000 records) written with the `deltalake`
+  package: bronze, quarantine, a MERGE into current plans, one Elasticsearch bulk.
 
-Results (JSON, markdown with ratios, a plot) go to docs/benchmarks/ingest[-TAG].*.
+Phases:
+1. Backlog (capacity): --backlog events (--plans creates, then random changes) are on the topic
+   before the consumer starts; the time to deliver all of them gives events/s.
+2. Offered load: for each rate in --loads, the consumer runs continuously while
+   bench/load_producer.py (its own process) sends events at that rate for --duration seconds,
+   each stamped ts_ms = send time. The consumer is stopped once everything is delivered or
+   --grace seconds after the producer finished. Sustained events/s = events delivered / (last
+   delivery - first send); backlog = sent - delivered. Freshness per event = delivery time -
+   ts_ms: for the lakehouse the Delta commit time of its plan_history row (Change Data Feed
+   `_commit_timestamp`) and, for the index, `indexed_at` of the documents left in it (one per
+   plan, so the latest version's); for the baselines the time their writes returned.
+
+Each phase is sampled for memory and CPU (bench/resources.py). Results (JSON, markdown with
+ratios, a plot) go to docs/benchmarks/ingest[-TAG].*.
 """
 
 from __future__ import annotations
@@ -26,30 +35,36 @@ import argparse
 import dataclasses
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from kafka import KafkaConsumer, KafkaProducer
-from machine_info import machine
+from ingest_baselines import Delivery, consume
+from kafka import KafkaProducer
+from load_producer import write_events
+from machine_info import git_state, machine
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
+from resources import ResourceSampler, resource_section
 
 from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config, load_config
-from lakehouse.ingest import search
 from lakehouse.ingest.operations import format_progress
-from lakehouse.ingest.stream import run_continuous, run_once
-from lakehouse.plans.events import ChangeEvent, EventContractError, parse_event
+from lakehouse.ingest.stream import BronzeBatch, SilverBatch, run_continuous, run_once
+from lakehouse.plans.events import ChangeEvent
 from lakehouse.plans.scenario import event_history
 from lakehouse.spark import build_spark, stop_spark
 from lakehouse.tables import PLAN_HISTORY
 
 OUT = PROJECT_ROOT / "docs" / "benchmarks"
-BASELINE_TABLE = "bench_plans_current"
+HERE = Path(__file__).resolve().parent
+CONSUMERS = ("lakehouse", "per-event", "deltalake")
 
 
 def isolated(config: Config, phase: str, root: Path) -> Config:
@@ -65,188 +80,188 @@ def isolated(config: Config, phase: str, root: Path) -> Config:
     return lake
 
 
-def produce(config: Config, events: list[ChangeEvent], rate: float | None = None) -> int:
-    """Send events (at most `rate` per second, each stamped ts_ms = its send time if rated)."""
-    producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap, linger_ms=5, acks="all")
-    started = time.monotonic()
-    for sent, event in enumerate(events):
-        if rate:
-            pause = started + sent / rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            event = dataclasses.replace(event, ts_ms=time.time_ns() // 1_000_000)
+def produce_backlog(config: Config, events: list[ChangeEvent]) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=config.kafka.bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024
+    )
+    for event in events:
         producer.send(config.kafka.topic, key=event.key(), value=event.value())
     producer.flush()
     producer.close()
-    return len(events)
 
 
-# ------------------------------------------------------------------------------------ baseline
-
-
-class BaselineConsumer:
-    """kafka-python + one PostgreSQL upsert and one Elasticsearch write per event."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.pg = clients.pg_connect(config)
-        self.pg.autocommit = True
-        self.es = clients.es_client(config)
-        self.silver_latency_s: list[float] = []
-        self.index_latency_s: list[float] = []
-        self.applied = 0
-        self.quarantined = 0
-        with self.pg.cursor() as cur:
-            cur.execute(f"DROP TABLE IF EXISTS {BASELINE_TABLE}")
-            cur.execute(
-                f"CREATE TABLE {BASELINE_TABLE} (plan_id text PRIMARY KEY, version bigint NOT NULL,"
-                " is_deleted boolean NOT NULL, doc jsonb, event_ts timestamptz NOT NULL,"
-                " updated_at timestamptz NOT NULL DEFAULT now())"
-            )
-        search.ensure_index(config)
-
-    def handle(self, key: bytes | None, value: bytes | None) -> None:
-        try:
-            event = parse_event(key, value)
-        except EventContractError:
-            self.quarantined += 1
-            return
-        with self.pg.cursor() as cur:
-            cur.execute(
-                f"INSERT INTO {BASELINE_TABLE} (plan_id, version, is_deleted, doc, event_ts)"
-                " VALUES (%s, %s, %s, %s, to_timestamp(%s / 1000.0))"
-                " ON CONFLICT (plan_id) DO UPDATE SET version = EXCLUDED.version,"
-                " is_deleted = EXCLUDED.is_deleted, doc = EXCLUDED.doc,"
-                " event_ts = EXCLUDED.event_ts, updated_at = now()"
-                f" WHERE {BASELINE_TABLE}.version < EXCLUDED.version",
-                (
-                    event.plan_id,
-                    event.version,
-                    event.op == "d",
-                    None if event.after is None else json.dumps(event.after),
-                    event.ts_ms,
-                ),
-            )
-        self.silver_latency_s.append(time.time() - event.ts_ms / 1000)
-        index, options = (
-            self.config.elasticsearch.index,
-            {
-                "version": event.version,
-                "version_type": "external_gte",
-            },
-        )
-        try:
-            if event.op == "d":
-                self.es.delete(index=index, id=event.plan_id, **options)
-            else:
-                self.es.index(index=index, id=event.plan_id, body=_search_doc(event), **options)
-        except Exception as exc:  # an older version (409) or a delete of nothing (404)
-            if getattr(exc, "status_code", None) not in (404, 409):
-                raise
-        self.index_latency_s.append(time.time() - event.ts_ms / 1000)
-        self.applied += 1
-
-    def close(self) -> None:
-        self.pg.close()
-        self.es.close()
-
-
-def _search_doc(event: ChangeEvent) -> dict:
-    doc = event.after or {}
-    return {
-        "plan_id": event.plan_id,
-        "version": event.version,
-        "org": doc["_org"],
-        "plan_type": doc["planType"],
-        "creation_date": doc["creationDate"],
-        "deductible": doc["planCostShares"]["deductible"],
-        "copay": doc["planCostShares"]["copay"],
-        "service_count": len(doc["linkedPlanServices"]),
-        "services": [
-            {
-                "planservice_id": ps["objectId"],
-                "service_id": ps["linkedService"]["objectId"],
-                "name": ps["linkedService"]["name"],
-                "org": ps["linkedService"]["_org"],
-                "deductible": ps["planserviceCostShares"]["deductible"],
-                "copay": ps["planserviceCostShares"]["copay"],
-            }
-            for ps in doc["linkedPlanServices"]
-        ],
-        "event_ts": event.ts_ms,
-        "indexed_at": time.time_ns() // 1_000_000,
-    }
-
-
-def run_baseline(config: Config, expected: int, stop: threading.Event | None = None) -> dict:
-    consumer = KafkaConsumer(
-        config.kafka.topic,
-        bootstrap_servers=config.kafka.bootstrap,
-        group_id=f"bench-baseline-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=True,
-    )
-    baseline = BaselineConsumer(config)
-    started = time.monotonic()
-    seen = reported = 0
+def _drop_index(config: Config) -> None:
+    es = clients.es_client(config)
     try:
-        while seen < expected and not (stop and stop.is_set()):
-            for records in consumer.poll(timeout_ms=500, max_records=500).values():
-                for record in records:
-                    baseline.handle(record.key, record.value)
-                    seen += 1
-            if seen - reported >= 2000:
-                reported = seen
-                print(f"   baseline: {seen:,}/{expected:,} events", file=sys.stderr)
-        elapsed = time.monotonic() - started
+        es.indices.delete(index=config.elasticsearch.index, ignore_unavailable=True)
     finally:
-        consumer.close()
-        baseline.close()
-    return {
-        "events": seen,
-        "seconds": elapsed,
-        "silver_latency_s": baseline.silver_latency_s,
-        "index_latency_s": baseline.index_latency_s,
-    }
+        es.close()
 
 
-# ----------------------------------------------------------------------------------- lakehouse
+# -------------------------------------------------------------------------------- lakehouse
 
 
-def lakehouse_freshness(spark, lake: Config) -> dict:
-    history = (
+def lakehouse_delivery(spark: SparkSession, lake: Config) -> Delivery:
+    """Per-event freshness from what the lakehouse committed (see the module doc)."""
+    delivery = Delivery()
+    if not io.table_exists(spark, lake, PLAN_HISTORY):
+        return delivery
+    rows = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", 0)
         .load(PLAN_HISTORY.path(lake))
         .where("_change_type = 'insert'")
-        .select((F.unix_millis("_commit_timestamp") - F.unix_millis("valid_from")).alias("ms"))
+        .select(
+            (F.unix_millis("_commit_timestamp") - F.unix_millis("valid_from")).alias("ms"),
+            F.unix_millis("_commit_timestamp").alias("committed_ms"),
+        )
+        .collect()
     )
-    silver = [r["ms"] / 1000 for r in history.collect()]
+    delivery.silver_latency_s = [r["ms"] / 1000 for r in rows]
+    delivery.last_delivered = max((r["committed_ms"] for r in rows), default=0) / 1000
     es = clients.es_client(lake)
     try:
         es.indices.refresh(index=lake.elasticsearch.index)
-        hits = es.search(
-            index=lake.elasticsearch.index,
-            body={"size": 10_000, "_source": ["event_ts", "indexed_at"]},
-        )["hits"]["hits"]
+        hits = helpers_scan(es, lake.elasticsearch.index)
     finally:
         es.close()
-    index = [(h["_source"]["indexed_at"] - h["_source"]["event_ts"]) / 1000 for h in hits]
-    return {"silver_latency_s": silver, "index_latency_s": index}
+    delivery.index_latency_s = [(h["indexed_at"] - h["event_ts"]) / 1000 for h in hits]
+    return delivery
 
 
-def wait_for_history(spark, lake: Config, expected: int, timeout_s: float = 900) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        exists = io.table_exists(spark, lake, PLAN_HISTORY)
-        if exists and io.read_table(spark, lake, PLAN_HISTORY).count() >= expected:
-            return
+def helpers_scan(es: Any, index: str) -> list[dict[str, Any]]:
+    from elasticsearch import helpers
+
+    query = {"_source": ["event_ts", "indexed_at"], "query": {"match_all": {}}}
+    return [hit["_source"] for hit in helpers.scan(es, index=index, query=query)]
+
+
+def lakehouse_delivered(spark: SparkSession, lake: Config) -> int:
+    if not io.table_exists(spark, lake, PLAN_HISTORY):
+        return 0
+    return io.read_table(spark, lake, PLAN_HISTORY).count()
+
+
+# ------------------------------------------------------------------------------------ phases
+
+
+def run_backlog(
+    spark: SparkSession, config: Config, consumer: str, events: list[ChangeEvent], root: Path
+) -> dict[str, Any]:
+    lake = isolated(config, f"backlog-{consumer}", root)
+    produce_backlog(lake, events)
+    print(f"== backlog: {consumer}, {len(events):,} events", file=sys.stderr)
+    started = time.monotonic()
+    silver_batches: list[SilverBatch] = []
+
+    def report(batch: BronzeBatch | SilverBatch) -> None:
+        print("   " + format_progress(batch), file=sys.stderr)
+        if isinstance(batch, SilverBatch):
+            silver_batches.append(batch)
+
+    if consumer == "lakehouse":
+        run_once(spark, lake, report)
+        delivered = lakehouse_delivered(spark, lake)
+    else:
+        folder = Path(lake.warehouse)
+        folder.mkdir(parents=True)
+        delivery = consume(consumer, lake, folder, threading.Event(), expected=len(events))
+        delivered = delivery.events
+    seconds = time.monotonic() - started
+    _drop_index(lake)
+    print(f"   {delivered:,} events in {seconds:.1f}s", file=sys.stderr)
+    result: dict[str, Any] = {"events": delivered, "seconds": round(seconds, 2),
+                              "events_per_s": round(delivered / seconds, 1)}  # fmt: skip
+    if silver_batches:
+        steps: dict[str, float] = {}
+        for batch in silver_batches:
+            for step, step_s in batch.steps.items():
+                steps[step] = steps.get(step, 0.0) + step_s
+        result["silver_batches"] = len(silver_batches)
+        result["silver_seconds"] = round(sum(b.seconds for b in silver_batches), 2)
+        result["silver_steps_s"] = {step: round(step_s, 2) for step, step_s in steps.items()}
+    return result
+
+
+def run_load(
+    spark: SparkSession,
+    config: Config,
+    consumer: str,
+    rate: float,
+    events_file: Path,
+    duration: float,
+    grace: float,
+    root: Path,
+) -> dict[str, Any]:
+    lake = isolated(config, f"load{int(rate)}-{consumer}", root)
+    print(f"== offered load {rate:,.0f}/s for {duration:.0f}s: {consumer}", file=sys.stderr)
+    stop = threading.Event()
+    watched = Delivery()
+    if consumer == "lakehouse":
+        progress = lambda batch: print("   " + format_progress(batch), file=sys.stderr)  # noqa: E731
+        worker = threading.Thread(
+            target=run_continuous, args=(spark, lake, progress, stop), daemon=True
+        )
+        worker.start()
+        _until(lambda: len(spark.streams.active) == 2, 120, "the ingest queries to start")
+        delivered = lambda: lakehouse_delivered(spark, lake)  # noqa: E731
+    else:
+        folder = Path(lake.warehouse)
+        folder.mkdir(parents=True)
+        worker = threading.Thread(
+            target=consume, args=(consumer, lake, folder, stop, None, watched), daemon=True
+        )
+        worker.start()
+        delivered = lambda: watched.events  # noqa: E731
+    time.sleep(3)  # the consumer has joined its group / the queries are polling
+    producer = subprocess.Popen(
+        [sys.executable, str(HERE / "load_producer.py"), "--bootstrap", lake.kafka.bootstrap,
+         "--topic", lake.kafka.topic, "--events", str(events_file), "--rate", str(rate),
+         "--duration", str(duration)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert producer.stdin is not None and producer.stdout is not None
+    if producer.stdout.readline().strip() != "ready":
+        raise RuntimeError("the load producer did not start")
+    producer.stdin.write("go\n")
+    producer.stdin.flush()
+    sent = json.loads(producer.stdout.readline())
+    producer.wait(timeout=60)
+    print(f"   sent {sent['sent']:,} in {sent['seconds']:.1f}s", file=sys.stderr)
+
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and worker.is_alive() and delivered() < sent["sent"]:
         time.sleep(2)
-    raise TimeoutError(f"silver did not reach {expected} history rows in {timeout_s}s")
+    stop.set()
+    worker.join(timeout=180)
+    delivery = lakehouse_delivery(spark, lake) if consumer == "lakehouse" else watched
+    _drop_index(lake)
+    span = delivery.last_delivered - sent["started_ms"] / 1000
+    result = {
+        "target_rate": rate,
+        "sent": sent["sent"],
+        "offered_per_s": round(sent["sent"] / sent["seconds"], 1),
+        "delivered": delivery.events,
+        "backlog_at_stop": sent["sent"] - delivery.events,
+        "sustained_per_s": round(delivery.events / span, 1) if span > 0 else 0.0,
+        "silver": percentiles(delivery.silver_latency_s),
+        "index": percentiles(delivery.index_latency_s),
+    }
+    print(f"   delivered {result['delivered']:,}, sustained {result['sustained_per_s']}/s, "
+          f"silver p95 {result['silver'].get('p95_s')}s", file=sys.stderr)  # fmt: skip
+    return result
 
 
-def percentiles(values: list[float]) -> dict:
+def _until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def percentiles(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
     array = np.array(values)
@@ -254,178 +269,234 @@ def percentiles(values: list[float]) -> dict:
         "n": len(values),
         "p50_s": round(float(np.percentile(array, 50)), 3),
         "p95_s": round(float(np.percentile(array, 95)), 3),
+        "p99_s": round(float(np.percentile(array, 99)), 3),
         "max_s": round(float(array.max()), 3),
     }
+
+
+# ------------------------------------------------------------------------------------- main
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plans", type=int, default=2000)
-    parser.add_argument("--changes", type=int, default=18000)
-    parser.add_argument("--rate", type=float, default=50.0, help="freshness phase: events/s")
-    parser.add_argument("--duration", type=float, default=120.0, help="freshness phase: seconds")
+    parser.add_argument("--backlog", type=int, default=40_000, help="events in phase 1")
+    parser.add_argument("--loads", default="500,2000,10000", help="offered events/s, phase 2")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per offered load")
+    parser.add_argument("--grace", type=float, default=45.0, help="seconds to drain after it")
+    parser.add_argument("--consumers", default=",".join(CONSUMERS))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--env", default=None)
     parser.add_argument("--tag", default="")
+    # Tuning knobs (default: the configuration's), so a before/after is one flag apart.
+    parser.add_argument("--shuffle-partitions", type=int, default=None)
+    parser.add_argument("--trigger-s", type=float, default=None)
+    parser.add_argument("--max-offsets", type=int, default=None)
     args = parser.parse_args()
-
-    config = load_config(args.env)
-    root = Path(config.state_dir).absolute() / "bench-warehouse"
-    events, _ = event_history(args.seed, args.plans, args.changes)
-    print(f"== {len(events):,} events ({args.plans} plans)", file=sys.stderr)
-    spark = build_spark(config, app_name="bench-ingest")
-    report_progress = lambda batch: print("   " + format_progress(batch), file=sys.stderr)  # noqa: E731
-    results: dict = {}
+    consumers = [c.strip() for c in args.consumers.split(",") if c.strip()]
+    unknown = sorted(set(consumers) - set(CONSUMERS))
+    if unknown:
+        parser.error(f"unknown consumer(s) {unknown}; choose from {', '.join(CONSUMERS)}")
     try:
-        lake = isolated(config, "throughput", root)
-        produce(lake, events)
-        print("== throughput: lakehouse ingest --once", file=sys.stderr)
-        started = time.monotonic()
-        run_once(spark, lake, report_progress)
-        seconds = time.monotonic() - started
-        results["lakehouse_throughput"] = {"events": len(events), "seconds": round(seconds, 1)}
+        loads = [float(rate) for rate in args.loads.split(",") if rate.strip()]
+    except ValueError:
+        parser.error(f"--loads takes comma-separated events/s, e.g. 500,2000; got {args.loads!r}")
+    if args.backlog <= args.plans or any(rate <= 0 for rate in loads):
+        parser.error("--backlog must exceed --plans, and every load must be positive")
 
-        print("== throughput: baseline consumer", file=sys.stderr)
-        own_index = dataclasses.replace(
-            lake.elasticsearch, index=lake.elasticsearch.index + "-baseline"
-        )
-        run = run_baseline(dataclasses.replace(lake, elasticsearch=own_index), len(events))
-        results["baseline_throughput"] = {
-            "events": run["events"],
-            "seconds": round(run["seconds"], 1),
-        }
-
-        fresh_events = events[: int(args.rate * args.duration)]
-        print(f"== freshness: lakehouse, {args.rate}/s for {args.duration}s", file=sys.stderr)
-        lake = isolated(config, "fresh", root)
-        lake = dataclasses.replace(
-            lake, ingest=dataclasses.replace(lake.ingest, trigger_interval_s=1.0)
-        )
-        stop = threading.Event()
-        runner = threading.Thread(
-            target=run_continuous, args=(spark, lake, report_progress, stop), daemon=True
-        )
-        runner.start()
-        produce(lake, fresh_events, rate=args.rate)
-        wait_for_history(spark, lake, len({(e.plan_id, e.version) for e in fresh_events}))
-        stop.set()
-        runner.join(timeout=120)
-        results["lakehouse_freshness"] = lakehouse_freshness(spark, lake)
-
-        print(f"== freshness: baseline, {args.rate}/s for {args.duration}s", file=sys.stderr)
-        lake = isolated(config, "fresh-baseline", root)
-        stop = threading.Event()
-        holder: dict = {}
-        consumer = threading.Thread(
-            target=lambda: holder.update(run_baseline(lake, len(fresh_events), stop)), daemon=True
-        )
-        consumer.start()
-        produce(lake, fresh_events, rate=args.rate)
-        consumer.join(timeout=600)
-        stop.set()
-        results["baseline_freshness"] = {
-            "silver_latency_s": holder.get("silver_latency_s", []),
-            "index_latency_s": holder.get("index_latency_s", []),
-        }
+    config = tuned(load_config(args.env), args.shuffle_partitions, args.trigger_s,
+                   args.max_offsets)  # fmt: skip
+    root = Path(config.state_dir).absolute() / "bench-warehouse"
+    spark = build_spark(config, app_name="bench-ingest")
+    spark.sparkContext.setLogLevel("ERROR")
+    sampler = ResourceSampler(config).start()
+    backlog: dict[str, Any] = {}
+    offered: list[dict[str, Any]] = []
+    try:
+        if "lakehouse" in consumers:
+            # First use of the session (JIT, Delta and Kafka classes, table creation) is not
+            # what a long-running ingest pays per batch.
+            print("== warm-up (not counted)", file=sys.stderr)
+            warm_up, _ = event_history(args.seed + 1, 100, 400)
+            run_backlog(spark, config, "lakehouse", warm_up, root)
+        events, _ = event_history(args.seed, args.plans, args.backlog - args.plans)
+        for consumer in consumers:
+            with sampler.phase(f"backlog {consumer}"):
+                backlog[consumer] = run_backlog(spark, config, consumer, events, root)
+        del events
+        for rate in loads:
+            count = int(rate * args.duration)
+            load_events, _ = event_history(args.seed + int(rate), args.plans, count - args.plans)
+            events_file = root / f"load-{int(rate)}.pickle"
+            events_file.parent.mkdir(parents=True, exist_ok=True)
+            write_events(load_events, events_file)
+            del load_events
+            for consumer in consumers:
+                with sampler.phase(f"{rate:.0f}/s {consumer}"):
+                    run = run_load(spark, config, consumer, rate, events_file, args.duration,
+                                   args.grace, root)  # fmt: skip
+                offered.append({"consumer": consumer, **run})
     finally:
+        sampler.stop()
         stop_spark(spark)
         shutil.rmtree(root, ignore_errors=True)
 
     report = {
         "benchmark": "ingest throughput and freshness",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
         "workload": {
             "plans": args.plans,
-            "changes": args.changes,
-            "events": len(events),
-            "seed": args.seed,
-            "rate": args.rate,
+            "backlog_events": args.backlog,
+            "loads": loads,
             "duration_s": args.duration,
+            "grace_s": args.grace,
+            "seed": args.seed,
             "max_offsets_per_trigger": config.ingest.max_offsets_per_trigger,
+            "trigger_interval_s": config.ingest.trigger_interval_s,
             "shuffle_partitions": config.spark.shuffle_partitions,
+            "deltalake_max_records": 5000,
         },  # fmt: skip
         "machine": machine(),
-        "throughput": {
-            name: {**r, "events_per_s": round(r["events"] / r["seconds"], 1)}
-            for name, r in results.items()
-            if name.endswith("throughput")
-        },
-        "freshness": {
-            name.removesuffix("_freshness"): {
-                "silver": percentiles(r["silver_latency_s"]),
-                "index": percentiles(r["index_latency_s"]),
-            }
-            for name, r in results.items()
-            if name.endswith("freshness")
-        },
+        "backlog": backlog,
+        "offered": offered,
+        "resources": sampler.summary(),
     }
     write_report(report, args.tag)
-    print(json.dumps({k: report[k] for k in ("throughput", "freshness")}, indent=2))
+    print(json.dumps({"backlog": backlog}, indent=2))
     return 0
 
 
-def write_report(report: dict, tag: str) -> None:
+def tuned(
+    config: Config, shuffle_partitions: int | None, trigger_s: float | None, max_offsets: int | None
+) -> Config:
+    spark = dataclasses.replace(
+        config.spark, shuffle_partitions=shuffle_partitions or config.spark.shuffle_partitions
+    )
+    ingest = dataclasses.replace(
+        config.ingest,
+        trigger_interval_s=trigger_s or config.ingest.trigger_interval_s,
+        max_offsets_per_trigger=max_offsets or config.ingest.max_offsets_per_trigger,
+    )
+    return dataclasses.replace(config, spark=spark, ingest=ingest)
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base else "-"
+
+
+def _p(stats: dict[str, Any], key: str) -> str:
+    return str(stats.get(key, "-"))
+
+
+def write_report(report: dict[str, Any], tag: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     name = "ingest" + (f"-{tag}" if tag else "")
     (OUT / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    t, f, m, w = report["throughput"], report["freshness"], report["machine"], report["workload"]
-    base_rate = t["baseline_throughput"]["events_per_s"]
+    m, w, backlog = report["machine"], report["workload"], report["backlog"]
+    per_event = backlog.get("per-event", {}).get("events_per_s")
+    deltalake = backlog.get("deltalake", {}).get("events_per_s")
     lines = [
-        f"# ingest throughput and freshness ({report['date']})",
+        f"# Ingest throughput and freshness ({report['date']})",
         "",
-        f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}, {m['java']}. "
-        f"Kafka {m['kafka']}; Elasticsearch {m['elasticsearch']}.",
-        f"Workload: {w['events']:,} events ({w['plans']} plans, seed {w['seed']}); "
-        f"Spark local[*], {w['shuffle_partitions']} shuffle partitions, "
-        f"max {w['max_offsets_per_trigger']:,} offsets per batch.",
+        f"Machine: {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}, {m['java']}; "
+        f"Kafka {m['kafka']}, Elasticsearch {m['elasticsearch']}, all on the same cores. "
+        f"Commit {report['git']['commit'][:7]}"
+        + (" (with uncommitted changes)" if report["git"]["uncommitted"] else "")
+        + f". Method: `bench/ingest_throughput.py` (docstring). Spark local[*], "
+        f"{w['shuffle_partitions']} shuffle partitions, trigger {w['trigger_interval_s']} s, "
+        f"at most {w['max_offsets_per_trigger']:,} offsets per bronze batch; deltalake "
+        f"micro-batches of up to {w['deltalake_max_records']:,} records.",
         "",
-        "| throughput | events | seconds | events/s | vs baseline |",
-        "|---|---:|---:|---:|---:|",
+        f"## Backlog: {w['backlog_events']:,} events ({w['plans']:,} plans) waiting on the topic",
+        "",
+        "| consumer | events | seconds | events/s | vs per-event | vs deltalake |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, key in (("lakehouse `ingest --once`", "lakehouse_throughput"),
-                       ("baseline consumer", "baseline_throughput")):  # fmt: skip
-        r = t[key]
+    for consumer, r in backlog.items():
         lines.append(
-            f"| {label} | {r['events']:,} | {r['seconds']} | {r['events_per_s']} | "
-            f"{r['events_per_s'] / base_rate:.2f}x |"
+            f"| {consumer} | {r['events']:,} | {r['seconds']} | {r['events_per_s']:,} | "
+            f"{_ratio(r['events_per_s'], per_event)} | {_ratio(r['events_per_s'], deltalake)} |"
         )
+    lake = backlog.get("lakehouse", {})
+    if lake.get("silver_steps_s"):
+        silver = lake["silver_seconds"]
+        lines += [
+            "",
+            f"Where the lakehouse's {lake['seconds']} s went ({lake['silver_batches']} silver "
+            f"batch(es), {silver} s; the rest is bronze, query start-up and scheduling):",
+            "",
+            "| silver step | seconds | share of silver |",
+            "|---|---:|---:|",
+        ]
+        steps = dict(lake["silver_steps_s"])
+        steps["other (caching, min event time, reporting)"] = round(silver - sum(steps.values()), 2)
+        for step, step_s in steps.items():
+            lines.append(f"| {step} | {step_s} | {step_s / silver:.0%} |")
     lines += [
         "",
-        f"Freshness at {w['rate']} events/s for {w['duration_s']} s (seconds from source ts_ms):",
+        f"## Offered load: {w['duration_s']:.0f} s at each rate, then up to {w['grace_s']:.0f} s "
+        "to drain",
         "",
-        "| consumer | target | n | p50 | p95 | max |",
-        "|---|---|---:|---:|---:|---:|",
+        "Freshness in seconds from the event's source timestamp (its send time) to its delivery.",
+        "",
+        "| offered (target) | consumer | sent | delivered | left at stop | sustained events/s "
+        "| silver p50 / p95 / p99 | index p50 / p95 / p99 |",
+        "|---|---|---:|---:|---:|---:|---|---|",
     ]
-    for consumer, targets in f.items():
-        for target, p in targets.items():
-            lines.append(
-                f"| {consumer} | {target} | {p['n']} | {p.get('p50_s', '-')} | "
-                f"{p.get('p95_s', '-')} | {p.get('max_s', '-')} |"
-            )
+    for r in report["offered"]:
+        s, i = r["silver"], r["index"]
+        lines.append(
+            f"| {r['offered_per_s']:,} ({r['target_rate']:,.0f}) | {r['consumer']} | "
+            f"{r['sent']:,} | {r['delivered']:,} | {r['backlog_at_stop']:,} | "
+            f"{r['sustained_per_s']:,} | {_p(s, 'p50_s')} / {_p(s, 'p95_s')} / {_p(s, 'p99_s')} "
+            f"| {_p(i, 'p50_s')} / {_p(i, 'p95_s')} / {_p(i, 'p99_s')} |"
+        )
+    lines += ["", f"![ingest]({name}.png)", ""]
+    if report.get("resources"):
+        lines += resource_section(report["resources"])
     (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
+    _plot(report, OUT / f"{name}.png")
 
+
+def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
-    labels = ["lakehouse", "baseline"]
-    left.bar(labels, [t["lakehouse_throughput"]["events_per_s"], base_rate], color="#4c72b0")
+    colors = {"lakehouse": "#4c72b0", "per-event": "#c44e52", "deltalake": "#55a868"}
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 3.8))
+    backlog = report["backlog"]
+    left.bar(list(backlog), [r["events_per_s"] for r in backlog.values()],
+             color=[colors.get(c, "grey") for c in backlog])  # fmt: skip
     left.set_ylabel("events/s (higher is better)")
-    left.set_title(f"throughput, {w['events']:,} events")
-    width = 0.2
-    for i, targets in enumerate(f.values()):
-        for j, (target, p) in enumerate(targets.items()):
-            x = i + (j - 0.5) * 2 * width
-            right.bar([x - width / 2, x + width / 2], [p.get("p50_s", 0), p.get("p95_s", 0)],
-                      width=width, color=["#55a868", "#c44e52"])  # fmt: skip
-            right.text(x, 0, target, ha="center", va="bottom", fontsize=7, rotation=90)
-    right.set_xticks(range(len(f)), list(f))
-    right.set_ylabel("seconds behind source (p50 green, p95 red)")
-    right.set_title(f"freshness at {w['rate']:.0f} events/s")
+    left.set_title(f"backlog of {report['workload']['backlog_events']:,} events")
+    for consumer in backlog:
+        runs = [r for r in report["offered"] if r["consumer"] == consumer]
+        if not runs:
+            continue
+        offered = [r["offered_per_s"] for r in runs]
+        middle.plot(offered, [r["sustained_per_s"] for r in runs], "o-",
+                    color=colors.get(consumer), label=consumer)  # fmt: skip
+        right.plot(offered, [r["silver"].get("p95_s", float("nan")) for r in runs], "o-",
+                   color=colors.get(consumer), label=consumer)  # fmt: skip
+    top = max([r["offered_per_s"] for r in report["offered"]] or [1])
+    middle.plot([0, top], [0, top], ":", color="grey", label="offered")
+    middle.set_xscale("log")
+    middle.set_yscale("log")
+    middle.set_xlabel("offered events/s")
+    middle.set_ylabel("sustained events/s")
+    middle.set_title("sustained vs offered")
+    middle.legend(fontsize=8)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("offered events/s")
+    right.set_ylabel("silver freshness p95 (s, lower is better)")
+    right.set_title("freshness under load")
     fig.tight_layout()
-    fig.savefig(OUT / f"{name}.png", dpi=120)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The machine a benchmark ran on, recorded beside its figures."""
+"""The machine a benchmark ran on and the code it ran, recorded beside its figures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
@@ -22,3 +24,15 @@ def machine() -> dict:
         "kafka": "4.3.1 single KRaft node",
         "elasticsearch": "7.10.2 single node (codelibs cluster runner)",
     }
+
+
+def git_state() -> dict:
+    """The commit the benchmark ran on and the files that differed from it (the summary marks
+    such runs: the figures may come from code that was never committed)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty}

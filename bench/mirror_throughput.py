@@ -59,10 +59,11 @@ from unittest import mock
 
 import psycopg2
 import psycopg2.extensions
-from machine_info import machine
+from machine_info import git_state, machine
 from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from resources import ResourceSampler, resource_section
 
 from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config, load_config, postgres_password
@@ -519,6 +520,8 @@ def main() -> int:
     )
     load_before = os.getloadavg()
     execute(lake, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')  # a killed run's leftovers
+    # started before the session, so that the JVM's start is in its window
+    sampler = ResourceSampler(lake).start()
     spark = build_spark(lake, app_name="bench-mirror")
     jvm = spark.sparkContext._jvm
     assert jvm is not None
@@ -538,9 +541,10 @@ def main() -> int:
         export_once_s = time.monotonic() - started
         print(f"  {len(csv) / 2**20:.1f} MiB in {export_once_s:.1f}s")
 
-        def run(mode: str) -> Run:
+        def run(mode: str, counted: bool = True) -> Run:
             busy = wait_for_idle(args.wait_idle, args.max_wait) if args.wait_idle else None
-            result = measure_mode(mode)
+            with sampler.phase(mode if counted else "warm-up"):
+                result = measure_mode(mode)
             result.busy_before = busy
             return result
 
@@ -563,7 +567,7 @@ def main() -> int:
 
         print("warm-up: one run of every mode, not counted")
         for mode in MODES:
-            print("  " + render_run(mode, run(mode), args.rows))
+            print("  " + render_run(mode, run(mode, counted=False), args.rows))
         for repeat in range(1, args.repeats + 1):
             print(f"repeat {repeat}/{args.repeats}")
             for mode in MODES:
@@ -587,6 +591,7 @@ def main() -> int:
         )
     finally:
         stop_spark(spark)
+        sampler.stop()
         shutil.rmtree(root, ignore_errors=True)
         execute(lake, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
 
@@ -597,6 +602,7 @@ def main() -> int:
     result = {
         "benchmark": "mirror publish vs plain COPY",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
         "machine": {**machine(), "postgres": pg},
         "wait_idle": args.wait_idle,
         "load_average_before": load_before,
@@ -611,6 +617,7 @@ def main() -> int:
         "relation_bytes": sizes,
         "same_content": same,
         "modes": summary,
+        "resources": sampler.summary(),
     }
     write(result, args.tag)
     return 0 if same else 1
@@ -730,6 +737,8 @@ def write(result: dict[str, Any], tag: str) -> None:
         f"![mirror vs COPY]({name}.png)",
         "",
     ]
+    if result.get("resources"):  # results recorded before the sampler have none
+        lines += [*resource_section(result["resources"]), ""]
     (OUT / f"{name}.md").write_text("\n".join(lines))
     print(f"wrote {OUT / name}.{{json,md,png}}")
 

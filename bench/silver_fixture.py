@@ -12,7 +12,7 @@ import json
 import random
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -59,20 +59,30 @@ def _apply(spark: SparkSession, config: Config, rows: Iterable[dict]) -> ApplyRe
             events.unpersist()
 
 
-def load_plans(spark: SparkSession, config: Config, seed: int, plans: int) -> int:
-    """Plans 0..plans-1 of `seed`, version 1, into empty silver tables (created if missing).
+def load_plans(
+    spark: SparkSession,
+    config: Config,
+    seed: int,
+    plans: int,
+    version: Callable[[int], int] | None = None,
+) -> int:
+    """Plans 0..plans-1 of `seed` into empty silver tables (created if missing), each at
+    `version(index)` (default: 1, as created).
 
     A bulk append of what the silver apply would write for these creates (plans, plan_services,
     services; not plan_history, which gold does not read): MERGEs into empty tables would only
-    add time. Returns the number of plans written."""
+    add time. Versions above 1 stand for plans changed since (the index benchmark checks the
+    versions Elasticsearch keeps, which all-equal versions would not test). Returns the number
+    of plans written."""
     ensure_silver_tables(spark, config)
     if io.read_table(spark, config, PLANS).limit(1).count():
         raise ValueError(f"silver.plans at {config.warehouse} is not empty: bulk load refused")
     now = int(time.time() * 1000)
+    versions = (version(i) if version else 1 for i in range(plans))
     rows = (
-        {"plan_id": g.doc["objectId"], "version": 1, "op": "c", "ts_ms": now,
+        {"plan_id": g.doc["objectId"], "version": v, "op": "c" if v == 1 else "u", "ts_ms": now,
          "doc": json.dumps(g.doc)}
-        for g in iter_plans(seed, plans)
+        for g, v in zip(iter_plans(seed, plans), versions, strict=True)
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
         plan_rows = silver.to_plan_rows(_events(spark, folder, rows))

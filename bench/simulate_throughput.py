@@ -25,7 +25,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from machine_info import machine
+from machine_info import git_state, machine
+from resources import ResourceSampler, resource_section
 
 from lakehouse import clients
 from lakehouse.config import Config, load_config
@@ -105,16 +106,17 @@ def main() -> int:
 
     config = load_config(args.env)
     results = []
+    sampler = ResourceSampler(config).start()
     for mode in args.modes:
         source = fresh_source(config, mode)
         print(f"== {mode}: {args.plans} plans + {args.changes} changes", file=sys.stderr)
         try:
-            if mode == "raw-floor":
-                run = run_raw_floor(source, args.plans, args.changes, args.seed)
-            else:
-                run = run_store(
-                    source, args.plans, args.changes, args.seed, mode == "store-batched"
-                )
+            with sampler.phase(mode):
+                if mode == "raw-floor":
+                    run = run_raw_floor(source, args.plans, args.changes, args.seed)
+                else:
+                    batched = mode == "store-batched"
+                    run = run_store(source, args.plans, args.changes, args.seed, batched)
         finally:
             mongo = clients.mongo_client(source)
             mongo.drop_database(source.mongo.database)
@@ -122,13 +124,16 @@ def main() -> int:
         run.update(mode=mode, events_per_s=run["events"] / run["seconds"])
         results.append(run)
         print(f"   {run['events']} events in {run['seconds']:.1f}s = {run['events_per_s']:.0f}/s")
+    sampler.stop()
 
     report = {
         "benchmark": "simulate throughput",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
         "workload": {"plans": args.plans, "changes": args.changes, "seed": args.seed},
         "machine": machine(),
         "results": results,
+        "resources": sampler.summary(),
     }
     write_report(report, args.tag)
     return 0
@@ -154,6 +159,8 @@ def write_report(report: dict, tag: str) -> None:
         ratio = f"{r['events_per_s'] / base['events_per_s']:.2f}x" if base else "-"
         rate = f"{r['events_per_s']:.0f}"
         lines.append(f"| {r['mode']} | {r['events']} | {r['seconds']:.1f} | {rate} | {ratio} |")
+    if report.get("resources"):
+        lines += ["", *resource_section(report["resources"])]
     (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib

@@ -11,9 +11,15 @@ if [ $# -lt 1 ]; then
   exit 2
 fi
 mapfile -t submit_args < <("$venv/bin/python" -m lakehouse.spark --submit-args)
-if [ "${submit_args[1]}" != "${submit_args[1]#local}" ]; then
-  # local master: driver, block manager and UI listen on loopback only
-  export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}"
-fi
+case "${submit_args[1]}" in
+  local* | spark://127.0.0.1:* | spark://localhost:*)
+    # a master on this machine (local mode or `lakehouse stack up --cluster`): driver, block
+    # manager and UI listen on loopback only, where the local executors reach them
+    export SPARK_LOCAL_IP="${SPARK_LOCAL_IP:-127.0.0.1}" ;;
+esac
+# The driver always runs the project's virtualenv (the jobs import lakehouse from it). Executors
+# run PYSPARK_PYTHON: the same path is right on this machine; on a real cluster point it at the
+# executors' Python (docs/scale-out.md).
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$venv/bin/python}"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$venv/bin/python}"
 exec "$venv/bin/spark-submit" "${submit_args[@]}" "$@"

@@ -15,6 +15,7 @@ from lakehouse.config import ConfigError, load_config
 def _stack(args: argparse.Namespace) -> int:
     from lakehouse import stack
     from lakehouse.stack.apps import app_urls
+    from lakehouse.stack.cluster import cluster_urls
 
     config = load_config(args.env)
     if args.action == "logs":
@@ -26,13 +27,15 @@ def _stack(args: argparse.Namespace) -> int:
         print(stack.format_status([row]))
         return 0 if row.healthy else 1
     if args.action == "up":
-        rows = stack.up(config, apps=args.apps)
+        rows = stack.up(config, apps=args.apps, cluster=args.cluster)
         print(stack.format_status(rows))
+        if args.cluster:
+            print(cluster_urls(config))
         if args.apps:
             print(app_urls(config))
         return 0 if all(r.healthy for r in rows) else 1
     if args.action == "down":
-        stack.down(config)
+        stack.down(config, cluster_only=args.cluster)
         return 0
     rows = stack.status(config)
     print(stack.format_status(rows))
@@ -42,7 +45,7 @@ def _stack(args: argparse.Namespace) -> int:
 def _needs_service(config, action: str) -> int:  # type: ignore[no-untyped-def]
     from lakehouse.stack.services import all_services
 
-    names = ", ".join(s.name for s in all_services(config, apps=True))
+    names = ", ".join(s.name for s in all_services(config, apps=True, cluster=True))
     print(f"lakehouse: `stack {action}` needs a service name: {names}", file=sys.stderr)
     return 2
 
@@ -51,7 +54,7 @@ def _stack_logs(config, service: str | None, lines: int) -> int:
     from lakehouse.stack.process import log_tail
     from lakehouse.stack.services import all_services
 
-    services = {s.name: s for s in all_services(config, apps=True)}
+    services = {s.name: s for s in all_services(config, apps=True, cluster=True)}
     if service not in services:
         return _needs_service(config, "logs")
     print(f"==> {services[service].paths.log} <==")
@@ -303,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with `up`: also start MLflow, Prefect (+ the nightly deployment), Superset, "
         "JupyterLab and the supervised streaming ingest",
+    )
+    p_stack.add_argument(
+        "--cluster",
+        action="store_true",
+        help="with `up`: also start a local Spark standalone cluster (a master and "
+        "cluster.workers workers on 127.0.0.1; docs/scale-out.md); with `down`: stop only that "
+        "cluster",
     )
     p_stack.add_argument("-n", "--lines", type=int, default=40, help="with `logs`: lines to show")
     p_stack.set_defaults(func=_stack)

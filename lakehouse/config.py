@@ -43,6 +43,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_ES_INDEX": "elasticsearch.index",
     "LAKEHOUSE_INGEST_MAX_OFFSETS": "ingest.max_offsets_per_trigger",
     "LAKEHOUSE_INGEST_TRIGGER_S": "ingest.trigger_interval_s",
+    "LAKEHOUSE_INGEST_SILVER_MAX_BYTES": "ingest.silver_max_bytes_per_trigger",
     "LAKEHOUSE_MLFLOW_TRACKING_URI": "gold.mlflow_tracking_uri",
     "LAKEHOUSE_ALERT_WEBHOOK_URL": "quality.alerts.webhook_url",
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
@@ -100,6 +101,11 @@ class IngestConfig:
 
     # Upper bound of Kafka records per bronze micro-batch: keeps batches (and a replay) small.
     max_offsets_per_trigger: int = 20000
+    # Upper bound of bronze Parquet bytes per silver micro-batch (Delta's soft maxBytesPerTrigger;
+    # ~400 bytes per event). Without it a silver batch takes every bronze version written while
+    # the previous one ran, and an ingest that fell behind cached them all at once: at 10,000
+    # events/s offered the driver ran out of heap (docs/benchmarks/README.md, ingest).
+    silver_max_bytes_per_trigger: int = 16 * 1024 * 1024
     # Micro-batch interval of the continuous mode (`--once` drains everything, then exits).
     trigger_interval_s: float = 2.0
     # Where a brand-new bronze query starts: "earliest" keeps every event the topic still holds.
@@ -212,6 +218,27 @@ class StackConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """A local Spark standalone cluster (`lakehouse stack up --cluster`): a master and workers as
+    plain processes on 127.0.0.1, the scale-out path proven on one machine (docs/scale-out.md).
+    Jobs use it when `spark.master` is `spark://127.0.0.1:<master_port>`."""
+
+    master_port: int = 7077
+    master_web_port: int = 8080
+    workers: int = 2
+    worker_cores: int = 1
+    worker_memory: str = "2g"
+    # Worker N's web UI listens on worker_web_port + N - 1.
+    worker_web_port: int = 8081
+    # Heap of the master and worker daemons themselves; executors get spark.executor.memory.
+    daemon_memory: str = "512m"
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.master_port}"
+
+
+@dataclass(frozen=True)
 class AppsConfig:
     """The user-facing servers `lakehouse stack up --apps` starts next to the data services.
 
@@ -251,6 +278,7 @@ class Config:
     serving: ServingConfig = field(default_factory=ServingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     apps: AppsConfig = field(default_factory=AppsConfig)
 
     @property
@@ -320,13 +348,15 @@ def load_config(
     _check_serving(config.serving, source)
     _check_nightly(config.nightly, source)
     _check_apps(config.apps, source)
+    _check_cluster(config.cluster, source)
     return _resolve_local_paths(config)
 
 
 def _check_ingest(ingest: IngestConfig, source: str) -> None:
     """Values a type check lets through but a streaming query would choke on later."""
-    if ingest.max_offsets_per_trigger < 1:
-        raise ConfigError(f"{source}: ingest.max_offsets_per_trigger must be >= 1")
+    for name in ("max_offsets_per_trigger", "silver_max_bytes_per_trigger"):
+        if getattr(ingest, name) < 1:
+            raise ConfigError(f"{source}: ingest.{name} must be >= 1")
     for name in ("trigger_interval_s", "es_retry_timeout_s", "restart_backoff_s"):
         if getattr(ingest, name) < 0:
             raise ConfigError(f"{source}: ingest.{name} must be >= 0 seconds")
@@ -495,6 +525,23 @@ def _check_apps(apps: AppsConfig, source: str) -> None:
         raise ConfigError(f"{source}: apps.superset_admin_user must not be empty")
     if apps.ingest_max_backoff_s <= 0:
         raise ConfigError(f"{source}: apps.ingest_max_backoff_s must be > 0 seconds")
+
+
+def _check_cluster(cluster: ClusterConfig, source: str) -> None:
+    if cluster.workers < 1 or cluster.worker_cores < 1:
+        raise ConfigError(f"{source}: cluster.workers and cluster.worker_cores must be >= 1")
+    last_worker_port = cluster.worker_web_port + cluster.workers - 1
+    ports = [cluster.master_port, cluster.master_web_port, cluster.worker_web_port]
+    if not all(1 <= port <= 65535 for port in [*ports, last_worker_port]):
+        raise ConfigError(f"{source}: cluster.*_port must be TCP ports (1..65535)")
+    worker_ports = range(cluster.worker_web_port, last_worker_port + 1)
+    if cluster.master_port in worker_ports or cluster.master_web_port in worker_ports:
+        raise ConfigError(
+            f"{source}: the workers' web UIs (cluster.worker_web_port {cluster.worker_web_port} "
+            f".. {last_worker_port}) overlap cluster.master_port or cluster.master_web_port"
+        )
+    if cluster.master_port == cluster.master_web_port:
+        raise ConfigError(f"{source}: cluster.master_port and master_web_port must differ")
 
 
 def _build(cls: type, data: Mapping[str, Any], prefix: str, source: str) -> Any:

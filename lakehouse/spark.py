@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyspark.java_gateway import ensure_callback_server_started
 from pyspark.sql import SparkSession
 
-from lakehouse.config import Config
+from lakehouse.config import PROJECT_ROOT, Config
 
 # pydeequ reads this at import time to pick its Deequ coordinates; we ship the jar ourselves.
 os.environ.setdefault("SPARK_VERSION", "3.5")
@@ -25,6 +27,12 @@ REQUIRED_JAR_PREFIXES = (
     "deequ-",
     "postgresql-",
 )
+
+
+# Where `package_zip` writes the lakehouse package that a cluster's executors import.
+PACKAGE_ZIP = PROJECT_ROOT / "build" / "dist" / "lakehouse.zip"
+# Fixed entry times: the same sources give the same bytes, whoever builds the zip when.
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class SparkSetupError(RuntimeError):
@@ -74,22 +82,67 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
     return settings
 
 
+def is_local_master(master: str) -> bool:
+    return master.startswith("local")
+
+
+def on_this_machine(master: str) -> bool:
+    """Local mode, or a cluster manager on loopback (the local standalone cluster of
+    `lakehouse stack up --cluster`): everything Spark starts runs on this machine."""
+    if is_local_master(master):
+        return True
+    return urlsplit(master).hostname in {"127.0.0.1", "localhost"}
+
+
+def package_zip(dest: Path = PACKAGE_ZIP) -> Path:
+    """The `lakehouse` package (modules and package data) as a zip for the executors.
+
+    Executors import the driver's own code from it, whatever is (or is not) installed where
+    they run; on one machine the same virtualenv would do, on a cluster it would not. Written
+    to a temporary file and renamed, so a job starting meanwhile never reads half a zip.
+    """
+    package = PROJECT_ROOT / "lakehouse"
+    paths = sorted(p for p in [package, *package.rglob("*")] if "__pycache__" not in p.parts)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in paths:
+            name = str(path.relative_to(PROJECT_ROOT))
+            if path.is_dir():
+                # zipimport finds a namespace package (lakehouse.gold) only by its folder entry
+                archive.writestr(zipfile.ZipInfo(f"{name}/", _ZIP_TIME), b"")
+                continue
+            entry = zipfile.ZipInfo(name, _ZIP_TIME)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, path.read_bytes())
+    partial.replace(dest)
+    return dest
+
+
 def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
     """Build (or return the running) SparkSession for `config`.
 
     Local mode by default; any master (standalone, k8s, yarn) through `spark.master`.
     """
-    if config.spark.master.startswith("local"):
-        # The driver, its block manager and the UI listen on loopback only in local mode.
+    master = config.spark.master
+    if on_this_machine(master):
+        # The driver, its block manager and the UI listen on loopback only; executors of the
+        # local standalone cluster reach the driver there.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers run this interpreter (the project's virtualenv), not whatever
-        # `python3` is first on PATH: UDFs import the same packages as the driver.
+        # `python3` is first on PATH: UDFs import the same packages as the driver. (Elsewhere
+        # the operator names the executors' Python: docs/scale-out.md.)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     for key, value in spark_conf(config, app_name).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(config.spark.log_level)
+    if not is_local_master(master):
+        # Executors import UDFs' modules from this zip. Added here rather than with
+        # spark-submit's --py-files, which would put the zip first on the driver's own path too,
+        # and a driver importing lakehouse from a zip cannot find conf/ or build/jars/.
+        session.sparkContext.addPyFile(str(package_zip()))
     # es-hadoop warns on every write that the 7.x server does not report a build flavour; the
     # version check it asks for passes, so the warning is noise that buries batch progress.
     log4j = session._jvm.org.apache.logging.log4j  # type: ignore[union-attr]
@@ -109,7 +162,11 @@ def stop_spark(session: SparkSession) -> None:
 
 
 def submit_args(config: Config) -> list[str]:
-    """spark-submit arguments carrying the same settings as `build_spark` (one per line)."""
+    """spark-submit arguments carrying the same settings as `build_spark` (one per line).
+
+    On a cluster the connector jars reach the executors through `spark.jars` (the driver serves
+    them), the lakehouse package through `build_spark` (`package_zip`).
+    """
     settings = spark_conf(config)
     args = ["--master", settings.pop("spark.master")]
     for key, value in settings.items():
@@ -118,8 +175,6 @@ def submit_args(config: Config) -> list[str]:
 
 
 if __name__ == "__main__":
-    import sys
-
     from lakehouse.config import ConfigError, load_config
 
     if sys.argv[1:] != ["--submit-args"]:

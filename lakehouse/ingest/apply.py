@@ -39,15 +39,21 @@ class ApplyResult:
     plans_changed: int
 
 
-def apply_plan_events(events: DataFrame, config: Config, search_index: bool = True) -> ApplyResult:
+def apply_plan_events(
+    events: DataFrame,
+    config: Config,
+    search_index: bool = True,
+    timer: StepTimer | None = None,
+) -> ApplyResult:
     """Apply typed plan events (contract.to_plan_events layout) to the silver tables and (unless
     `search_index` is false: benchmarks of silver and gold alone) the search index. The caller
-    should persist `events`; it is read several times."""
+    should persist `events`; it is read several times. Steps are timed into `timer`."""
     spark = events.sparkSession
-    event_count = events.count()
+    timer = timer or StepTimer()
+    with timer("count"):
+        event_count = events.count()
     if event_count == 0:
         return ApplyResult(0, 0, 0)
-    timer = _StepTimer()
     with timer("plans"):
         plans_changed = _merge_plans(events, config)
     with timer("history"):
@@ -70,13 +76,12 @@ def apply_plan_events(events: DataFrame, config: Config, search_index: bool = Tr
         if search_index:
             with timer("search"):
                 search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
-        log.info("applied %d events: %s", event_count, timer)
         return ApplyResult(event_count, current.count(), plans_changed)
     finally:
         current.unpersist()
 
 
-class _StepTimer:
+class StepTimer:
     """Seconds spent per step of a batch, for the log (where does a slow batch go?)."""
 
     def __init__(self) -> None:

@@ -26,7 +26,7 @@ from pyspark.sql.streaming import StreamingQuery
 from lakehouse import clients, io
 from lakehouse.config import Config, join_uri
 from lakehouse.ingest import contract
-from lakehouse.ingest.apply import apply_plan_events, ensure_silver_tables
+from lakehouse.ingest.apply import StepTimer, apply_plan_events, ensure_silver_tables
 from lakehouse.tables import (
     BRONZE_CHECKPOINT,
     BRONZE_EVENTS,
@@ -58,6 +58,9 @@ class SilverBatch:
     seconds: float
     # Source commit (ts_ms) to silver commit, over the batch's events.
     max_freshness_s: float | None
+    # Seconds per step (contract, quarantine, count, plans, history, services, ...): where a
+    # slow batch goes.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,20 +131,27 @@ class SilverBatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         spark = batch.sparkSession
+        timer = StepTimer()
         checked = contract.check_contract(batch).persist()
         try:
-            # One pass over the cached batch for both counts (F.count skips null reasons).
-            records, quarantined = checked.agg(F.count("*"), F.count("reason")).first()
-            quarantine = contract.to_quarantine(checked)
-            io.append_once(quarantine, self.config, QUARANTINE, self.app_id(spark), batch_id)
+            with timer("contract"):
+                # One pass over the cached batch for both counts (F.count skips null reasons).
+                records, quarantined = checked.agg(F.count("*"), F.count("reason")).first()
+            if quarantined:
+                # Nothing to append otherwise; a replay of this batch then skips it again.
+                with timer("quarantine"):
+                    quarantine = contract.to_quarantine(checked)
+                    app_id = self.app_id(spark)
+                    io.append_once(quarantine, self.config, QUARANTINE, app_id, batch_id)
             events = contract.to_plan_events(checked).persist()
             try:
-                result = apply_plan_events(events, self.config)
+                result = apply_plan_events(events, self.config, timer=timer)
                 oldest = events.agg(F.min("event_ts")).first()[0]
             finally:
                 events.unpersist()
         finally:
             checked.unpersist()
+        log.info("silver batch %d steps: %s", batch_id, timer)
         freshness = None if oldest is None else time.time() - oldest.timestamp()
         self.report(
             SilverBatch(
@@ -152,6 +162,7 @@ class SilverBatchWriter:
                 plans_changed=result.plans_changed,
                 seconds=time.monotonic() - started,
                 max_freshness_s=freshness,
+                steps=dict(timer.seconds),
             )
         )
 
@@ -163,6 +174,8 @@ def start_silver(
     ensure_silver_tables(spark, config)
     writer = (
         spark.readStream.format("delta")
+        # Bounded batches: an ingest that fell behind catches up in steps its heap can hold.
+        .option("maxBytesPerTrigger", str(config.ingest.silver_max_bytes_per_trigger))
         .load(BRONZE_EVENTS.path(config))
         .writeStream.queryName(SILVER_QUERY)
         .option("checkpointLocation", checkpoint(config, SILVER_CHECKPOINT))

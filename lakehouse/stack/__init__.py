@@ -1,5 +1,6 @@
-"""The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch (and, with --apps, MLflow,
-Prefect, Superset, JupyterLab and the supervised ingest) as plain processes on 127.0.0.1."""
+"""The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch (with --cluster a Spark standalone
+master and workers; with --apps MLflow, Prefect, Superset, JupyterLab and the supervised ingest)
+as plain processes on 127.0.0.1."""
 
 from lakehouse.stack.manager import (
     ServiceStatus,
@@ -10,6 +11,7 @@ from lakehouse.stack.manager import (
     stack_ok,
     status,
     up,
+    up_cluster,
 )
 from lakehouse.stack.process import StackError
 
@@ -23,4 +25,5 @@ __all__ = [
     "stack_ok",
     "status",
     "up",
+    "up_cluster",
 ]

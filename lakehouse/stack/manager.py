@@ -66,15 +66,20 @@ def all_reachable(config: Config) -> bool:
 
 
 def status(config: Config) -> list[ServiceStatus]:
-    return [service_status(s) for s in all_services(config, apps=True)]
+    return [service_status(s) for s in all_services(config, apps=True, cluster=True)]
 
 
 def stack_ok(rows: list[ServiceStatus]) -> bool:
-    """Every data service healthy; app servers healthy or simply not started."""
+    """Every data service healthy; app servers and the Spark cluster healthy or not started."""
     from lakehouse.stack.apps import APP_SERVICE_TYPES
+    from lakehouse.stack.cluster import is_cluster_service
 
     apps = {cls.name for cls in APP_SERVICE_TYPES}
-    return all(r.healthy or (r.name in apps and r.health == "stopped") for r in rows)
+
+    def optional(name: str) -> bool:
+        return name in apps or is_cluster_service(name)
+
+    return all(r.healthy or (optional(r.name) and r.health == "stopped") for r in rows)
 
 
 def format_status(rows: list[ServiceStatus]) -> str:
@@ -151,14 +156,31 @@ def _wait_ready(
     )
 
 
-def up(config: Config, report: Reporter = print, apps: bool = False) -> list[ServiceStatus]:
-    """Start every data service, and with `apps` every app server too, in parallel (respecting
-    dependencies); idempotent.
+def up(
+    config: Config, report: Reporter = print, apps: bool = False, cluster: bool = False
+) -> list[ServiceStatus]:
+    """Start every data service, with `cluster` the local Spark standalone cluster and with
+    `apps` every app server too, in parallel (respecting dependencies); idempotent.
 
     Raises StackError listing every service that failed; services that did start keep running
     so their state can be inspected (`lakehouse stack down` stops them).
     """
-    services = {s.name: s for s in all_services(config, apps)}
+    return start_services(config, all_services(config, apps, cluster), report)
+
+
+def up_cluster(config: Config, report: Reporter = print) -> list[ServiceStatus]:
+    """Start only the local Spark standalone cluster (for a benchmark or a test that brings its
+    own, next to data services someone else runs); `down(..., cluster_only=True)` stops it."""
+    from lakehouse.stack.cluster import cluster_services
+
+    return start_services(config, cluster_services(config), report)
+
+
+def start_services(
+    config: Config, services: list[Service], report: Reporter = print
+) -> list[ServiceStatus]:
+    """Start `services` in parallel, each after the ones it depends on (listed before it)."""
+    by_name = {s.name: s for s in services}
     timeout = float(config.stack.startup_timeout_s)
     futures: dict[str, Future[str]] = {}
     lock = threading.Lock()
@@ -177,14 +199,14 @@ def up(config: Config, report: Reporter = print, apps: bool = False) -> list[Ser
                 ) from exc
         return start_service(service, timeout, locked_report)
 
-    with ThreadPoolExecutor(max_workers=len(services)) as pool:
-        # Dependencies are listed first in SERVICE_TYPES, so their futures exist before use.
-        for name, service in services.items():
+    with ThreadPoolExecutor(max_workers=len(by_name)) as pool:
+        # Every service list names dependencies first, so their futures exist before use.
+        for name, service in by_name.items():
             futures[name] = pool.submit(run, service)
         errors = [str(exc) for f in futures.values() if (exc := f.exception()) is not None]
     if errors:
         raise StackError("stack up failed:\n- " + "\n- ".join(errors))
-    return [service_status(s) for s in services.values()]
+    return [service_status(s) for s in by_name.values()]
 
 
 def stop_service(service: Service, report: Reporter) -> None:
@@ -199,7 +221,7 @@ def stop_service(service: Service, report: Reporter) -> None:
 
 def restart(config: Config, name: str, report: Reporter = print) -> ServiceStatus:
     """Stop one service (if running) and start it again; its dependencies must be up."""
-    services = {s.name: s for s in all_services(config, apps=True)}
+    services = {s.name: s for s in all_services(config, apps=True, cluster=True)}
     if name not in services:
         raise StackError(f"unknown service {name!r}; one of: {', '.join(services)}")
     service = services[name]
@@ -208,9 +230,12 @@ def restart(config: Config, name: str, report: Reporter = print) -> ServiceStatu
     return service_status(service)
 
 
-def down(config: Config, report: Reporter = print) -> None:
-    """Stop every service, apps included (dependents first), leaving data and logs in place."""
-    services = all_services(config, apps=True)
+def down(config: Config, report: Reporter = print, cluster_only: bool = False) -> None:
+    """Stop every service, apps and cluster included (dependents first), leaving data and logs
+    in place; with `cluster_only`, just the local Spark cluster."""
+    from lakehouse.stack.cluster import cluster_services
+
+    services = cluster_services(config) if cluster_only else all_services(config, True, True)
     dependents_first = sorted(services, key=lambda s: len(s.depends_on), reverse=True)
     for service in dependents_first:
         stop_service(service, report)

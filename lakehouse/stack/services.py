@@ -44,7 +44,9 @@ def java_binary() -> str | None:
 
 
 class Service(ABC):
-    name: ClassVar[str]
+    # A class attribute, except for services run several times (Spark workers) that name each
+    # instance.
+    name: str
     depends_on: ClassVar[tuple[str, ...]] = ()
     stop_signal: ClassVar[int] = signal.SIGTERM
     # False for a process that serves no port of its own (its probe says whether it works).
@@ -436,12 +438,16 @@ SERVICE_TYPES: tuple[type[Service], ...] = (
 )
 
 
-def all_services(config: Config, apps: bool = False) -> list[Service]:
-    """The data services; with `apps`, the servers of lakehouse/stack/apps.py after them."""
+def all_services(config: Config, apps: bool = False, cluster: bool = False) -> list[Service]:
+    """The data services; with `cluster`, the local Spark standalone cluster of
+    lakehouse/stack/cluster.py; with `apps`, the servers of lakehouse/stack/apps.py."""
     from lakehouse.stack.apps import APP_SERVICE_TYPES
+    from lakehouse.stack.cluster import cluster_services
 
-    types = SERVICE_TYPES + (APP_SERVICE_TYPES if apps else ())
-    return [cls(config) for cls in types]
+    services = [cls(config) for cls in SERVICE_TYPES]
+    if cluster:
+        services += cluster_services(config)
+    return services + ([cls(config) for cls in APP_SERVICE_TYPES] if apps else [])
 
 
 def _java_prerequisites(service: str) -> list[str]:

@@ -93,10 +93,11 @@ def test_up_is_idempotent_and_down_leaves_no_process(isolated: Config):
         ["pgrep", "-f", isolated.state_dir], capture_output=True, text=True
     ).stdout.split()
     assert leftovers == []
-    # status lists the app servers too (never started here)
+    # status lists the Spark cluster and the app servers too (never started here)
     apps = [cls.name for cls in APP_SERVICE_TYPES]
+    cluster = ["spark-master", "spark-worker-1", "spark-worker-2"]
     assert {(r.name, r.health) for r in stack.status(isolated)} == {
-        (name, "stopped") for name in [*expected_ports, *apps]
+        (name, "stopped") for name in [*expected_ports, *cluster, *apps]
     }
 
 

@@ -113,7 +113,8 @@ def test_stack_logs_or_restart_without_a_service_lists_the_services(
     assert main(["stack", action]) == 2
     assert capsys.readouterr().err == (
         f"lakehouse: `stack {action}` needs a service name: postgres, kafka, ferretdb, "
-        "elasticsearch, mlflow, prefect, superset, jupyter, ingest, nightly\n"
+        "elasticsearch, spark-master, spark-worker-1, spark-worker-2, mlflow, prefect, superset, "
+        "jupyter, ingest, nightly\n"
     )
 
 
@@ -123,7 +124,8 @@ def test_stack_restart_of_an_unknown_service_names_the_known_ones(
     assert main(["stack", "restart", "kafak"]) == 1
     assert capsys.readouterr().err == (
         "lakehouse: unknown service 'kafak'; one of: postgres, kafka, ferretdb, elasticsearch, "
-        "mlflow, prefect, superset, jupyter, ingest, nightly\n"
+        "spark-master, spark-worker-1, spark-worker-2, mlflow, prefect, superset, jupyter, "
+        "ingest, nightly\n"
     )
 
 

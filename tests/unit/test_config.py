@@ -270,6 +270,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_ES_INDEX": ("plans-v2", "plans-v2"),
     "LAKEHOUSE_INGEST_MAX_OFFSETS": ("500", 500),
     "LAKEHOUSE_INGEST_TRIGGER_S": ("0.5", 0.5),
+    "LAKEHOUSE_INGEST_SILVER_MAX_BYTES": ("1048576", 1048576),
     "LAKEHOUSE_MLFLOW_TRACKING_URI": ("http://mlflow.internal:5000", "http://mlflow.internal:5000"),
     # A webhook URL may carry a token: the environment is where it belongs.
     "LAKEHOUSE_ALERT_WEBHOOK_URL": (
@@ -301,6 +302,7 @@ OVERRIDE_BASE = """\
       url: http://base-es:9200
     ingest:
       max_offsets_per_trigger: 100
+      silver_max_bytes_per_trigger: 100
       trigger_interval_s: 5
     gold:
       mlflow_tracking_uri: sqlite:////lake/mlflow.db
@@ -749,6 +751,10 @@ def test_extra_conf_non_scalar_value_is_an_error(tmp_path: Path, value: str) -> 
     ("yaml_text", "fix"),
     [
         ("ingest:\n  max_offsets_per_trigger: 0\n", "ingest.max_offsets_per_trigger must be >= 1"),
+        (
+            "ingest:\n  silver_max_bytes_per_trigger: 0\n",
+            "ingest.silver_max_bytes_per_trigger must be >= 1",
+        ),
         ("ingest:\n  trigger_interval_s: -1\n", "ingest.trigger_interval_s must be >= 0"),
         ("ingest:\n  trigger_interval_s: soon\n", "ingest.trigger_interval_s must be a number"),
         ("ingest:\n  starting_offsets: newest\n", "must be earliest or latest"),
