@@ -50,7 +50,9 @@
    (indexing time, refreshes, merges) and node statistics (process CPU, write thread-pool
    tasks, i.e. bulk requests). CPU seconds per process: this Python, the Spark JVM,
    Elasticsearch, and the rest of the machine. The machine is shared: each run first waits
-   (--wait-idle, --max-wait) until the cores are mostly idle.
+   (--wait-idle, --max-wait) until the cores are mostly idle, and a run during which other
+   processes took more than --max-others of the cores anyway is discarded (kept in the JSON)
+   and run again, up to --attempts times.
 
 Results (JSON, markdown with ratios, a plot) go to docs/benchmarks/index[-TAG].*.
 """
@@ -63,6 +65,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -150,6 +153,8 @@ class Trace:
 
 
 TRACE = Trace()
+# set in main: Elasticsearch's pid when its /proc entry is readable
+ES_PID: int | None = None
 
 
 def timed(step: str, function: Callable[..., Any], window: bool = False) -> Callable[..., Any]:
@@ -232,13 +237,25 @@ class StageLog:
         )
 
 
-def es_node(client: Elasticsearch) -> tuple[float, int]:
+def es_pid(client: Elasticsearch) -> int | None:
+    """The Elasticsearch process's pid if this process can read its /proc entry (same pid
+    namespace, and that pid really is Elasticsearch)."""
+    nodes = client.nodes.info(node_id="_local", metric="process")["nodes"]
+    pid = next(iter(nodes.values()))["process"]["id"]
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return pid if b"elasticsearch" in command.lower() else None
+
+
+def es_node(client: Elasticsearch, pid: int | None) -> tuple[float, int]:
     """CPU seconds of the Elasticsearch process so far, and the tasks its write thread pool has
-    completed (one per shard-level bulk request, whichever index). From its node stats: the
-    process may run in a namespace whose /proc this one cannot read."""
+    completed (one per shard-level bulk request, whichever index). CPU from /proc when it can
+    be read: the node stats' figure is refreshed only once a second."""
     nodes = client.nodes.stats(node_id="_local", metric="process,thread_pool")["nodes"]
     node = next(iter(nodes.values()))
-    cpu = node["process"]["cpu"]["total_in_millis"] / 1000
+    cpu = proc_cpu(pid) if pid else node["process"]["cpu"]["total_in_millis"] / 1000
     return cpu, node["thread_pool"]["write"]["completed"]
 
 
@@ -279,14 +296,14 @@ def measure(action: Callable[[], None], jvm_pid: int, client: Elasticsearch) -> 
     """Wall time, traced steps and CPU seconds per process of one run of `action`."""
     global TRACE
     TRACE = Trace()
-    es_cpu0, es_writes0 = es_node(client)
+    es_cpu0, es_writes0 = es_node(client, ES_PID)
     python0, jvm0, machine0 = time.process_time(), proc_cpu(jvm_pid), machine_busy()
     started = time.perf_counter()
     action()
     seconds = time.perf_counter() - started
     python1, jvm1, machine1 = time.process_time(), proc_cpu(jvm_pid), machine_busy()
     # read after machine1: a stats request costs Elasticsearch next to nothing
-    es_cpu1, es_writes1 = es_node(client)
+    es_cpu1, es_writes1 = es_node(client, ES_PID)
     cpu = {
         "python": python1 - python0,
         "spark_jvm": jvm1 - jvm0,
@@ -364,6 +381,17 @@ def run_parallel_bulk(client: Elasticsearch, index: str, documents: list[dict[st
     timed("refresh", client.indices.refresh)(index=index)
 
 
+def drop_leftovers(client: Elasticsearch, older_than_s: float = 3600) -> None:
+    """Delete indexes a killed run of this benchmark left behind. Only old ones: a run that is
+    going on (another session's) recreates its indexes every minute or so."""
+    found = client.indices.get_settings(index=f"{PREFIX}*", name="index.creation_date")
+    now_ms = time.time() * 1000
+    for index, body in found.items():
+        created_ms = int(body["settings"]["index"]["creation_date"])
+        if now_ms - created_ms > older_than_s * 1000:
+            client.indices.delete(index=index)
+
+
 def recreate_index(client: Elasticsearch, index: str) -> None:
     client.indices.delete(index=index, ignore_unavailable=True)
     client.indices.create(index=index, body=search.INDEX_BODY)
@@ -416,6 +444,12 @@ def summarise(runs: list[Run], docs: int) -> dict[str, Any]:
     }
 
 
+def others_share(run: Run) -> float:
+    """Share of all cores that processes other than this benchmark's (Python, Spark JVM,
+    Elasticsearch) used during the run."""
+    return run.cpu["others"] / run.seconds / (os.cpu_count() or 1)
+
+
 def render_run(mode: str, run: Run, docs: int) -> str:
     steps = ", ".join(f"{k} {v:.2f}s" for k, v in sorted(run.steps.items()))
     cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
@@ -458,6 +492,14 @@ def main() -> int:
         help="before each run, wait until the cores are at most this busy (0: do not wait)",
     )
     parser.add_argument("--max-wait", type=float, default=900, help="seconds, per run")
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.1,
+        help="a run during which other processes used more than this share of the cores is "
+        "discarded and run again (at most --attempts runs; the last one is kept)",
+    )
+    parser.add_argument("--attempts", type=int, default=3, help="runs per counted run, at most")
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--note", default="", help="a sentence for the markdown (what changed)")
     parser.add_argument("--driver-memory", default="4g")
@@ -468,16 +510,19 @@ def main() -> int:
     if args.render:
         write(json.loads(args.render.read_text()), args.tag)
         return 0
-    if args.docs < 100 or args.repeats < 1 or args.sample < 1:
-        parser.error("--docs must be >= 100, --repeats and --sample >= 1")
+    if args.docs < 100 or min(args.repeats, args.sample, args.attempts) < 1:
+        parser.error("--docs must be >= 100, --repeats, --sample and --attempts >= 1")
     try:
         overrides = parse_options(args.es_option)
     except ValueError as exc:
         parser.error(str(exc))
 
+    # a stop by SIGTERM (e.g. a shared machine's cleanup) still drops the private indexes and
+    # the temporary warehouse in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base = load_config("local")
     token = uuid.uuid4().hex[:8]
-    root = Path(tempfile.mkdtemp(prefix="bench-index-"))
+    root = Path(tempfile.gettempdir()) / f"bench-index-{token}"
     lake = dataclasses.replace(
         base,
         warehouse=str(root / "warehouse"),
@@ -507,9 +552,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    # a killed run's leftovers (only this benchmark's prefix)
-    for leftover in client.indices.get(index=f"{PREFIX}*", expand_wildcards="open,closed"):
-        client.indices.delete(index=leftover)
+    global ES_PID
+    ES_PID = es_pid(client)
+    drop_leftovers(client)
 
     load_before = os.getloadavg()
     spark = build_spark(lake, app_name="bench-index")
@@ -518,6 +563,7 @@ def main() -> int:
     jvm_pid = int(jvm.java.lang.ProcessHandle.current().pid())
     stage_log = StageLog(spark)
     results: dict[str, list[Run]] = {m: [] for m in modes}
+    discarded: dict[str, list[Run]] = {m: [] for m in modes}
     try:
         print(f"silver: writing {args.docs:,} plans (versions 1..{MAX_VERSION})")
         started = time.monotonic()
@@ -572,17 +618,33 @@ def main() -> int:
         for repeat in range(1, args.repeats + 1):
             print(f"repeat {repeat}/{args.repeats}")
             for mode in modes:
-                result = run(mode, repeat)
+                for attempt in range(1, args.attempts + 1):
+                    result = run(mode, repeat)
+                    others = others_share(result)
+                    if others <= args.max_others or attempt == args.attempts:
+                        break
+                    # idle cores before a run do not keep other agents from starting meanwhile
+                    discarded[mode].append(result)
+                    print(
+                        f"  {render_run(mode, result, args.docs)}\n"
+                        f"    discarded: other processes used {others:.0%} of the cores"
+                    )
                 results[mode].append(result)
                 print("  " + render_run(mode, result, args.docs))
     finally:
-        stop_spark(spark)
-        shutil.rmtree(root, ignore_errors=True)
-        for index in indexes.values():
-            client.indices.delete(index=index, ignore_unavailable=True)
+        # cleanup first: a SIGTERM can leave py4j unusable, and then stopping Spark fails
+        try:
+            for index in indexes.values():
+                client.indices.delete(index=index, ignore_unavailable=True)
+        except Exception as exc:  # Elasticsearch gone meanwhile: say so, keep the real error
+            print(f"could not delete the benchmark's indexes {list(indexes.values())}: {exc}")
         client.close()
+        shutil.rmtree(root, ignore_errors=True)
+        stop_spark(spark)
 
     summary = {m: summarise(r, args.docs) for m, r in results.items()}
+    for mode, runs in discarded.items():
+        summary[mode]["discarded_runs"] = [dataclasses.asdict(r) for r in runs]
     floor_rate = summary[BASELINE]["docs_per_s_median"]
     for values in summary.values():
         values["ratio_to_baseline"] = values["docs_per_s_median"] / floor_rate
@@ -594,10 +656,13 @@ def main() -> int:
         "machine": {
             **machine(),
             "elasticsearch_server": es_info["version"]["number"],
+            "elasticsearch_cpu_from": "/proc" if ES_PID else "node stats (refreshed each 1 s)",
             "elasticsearch_spark": connector_version(lake),
             "elasticsearch_py": helpers_version(),
         },
         "wait_idle": args.wait_idle,
+        "max_others": args.max_others,
+        "attempts": args.attempts,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "method": __doc__,
@@ -669,6 +734,16 @@ LABELS = {
     "spark-docs": "Spark side only (noop sink, no ES)",
 }
 COLOURS = {"lakehouse": "C3", TUNED: "C1", "bulk": "C2", "parallel_bulk": "C8", "spark-docs": "C0"}
+
+
+def discarded_note(result: dict[str, Any]) -> str:
+    count = sum(len(v.get("discarded_runs", [])) for v in result["modes"].values())
+    if "max_others" not in result:
+        return ""
+    return (
+        f"Runs during which other processes took more than {result['max_others']:.0%} of the "
+        f"cores are discarded and run again ({count} discarded, kept in the JSON). "
+    )
 
 
 def spark_steps(summary: dict[str, Any]) -> dict[str, float]:
@@ -793,6 +868,7 @@ def write(result: dict[str, Any], tag: str) -> None:
             if result["wait_idle"]
             else "started without waiting for idle cores. "
         )
+        + discarded_note(result)
         + f"Documents: {result['document_bytes'] / 2**20:.1f} MiB of JSON, versions "
         f"1..{MAX_VERSION}; the lakehouse reads them from {result['partitions']} partitions.",
         "",

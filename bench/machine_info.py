@@ -32,7 +32,7 @@ def git_state() -> dict:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")
 
     dirty = [line[3:] for line in git("status", "--porcelain").splitlines()]
     return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty}
