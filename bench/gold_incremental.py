@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from machine_info import git_state, machine
+from quiet_spark import quiet_spark
 from resources import ResourceSampler, resource_section
 from silver_fixture import change_plans, load_plans
 
@@ -118,18 +119,7 @@ def main() -> int:
     if min(args.plans, args.warm_up_plans) < 1000 or not 0 < args.changed < 1:
         parser.error("--plans and --warm-up-plans must be >= 1000 and --changed in (0, 1)")
 
-    base = load_config("local")
-    base = dataclasses.replace(
-        base,
-        spark=dataclasses.replace(
-            base.spark,
-            driver_memory=args.driver_memory,
-            ui_enabled=False,
-            log_level="ERROR",
-            # progress bars would garble the per-stage lines (bench/run.py streams them)
-            extra_conf={**base.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
-        ),
-    )
+    base = quiet_spark(load_config("local"), args.driver_memory)
     root = Path(tempfile.mkdtemp(prefix="bench-gold-"))
     lake = isolated(base, root / "main")
     # started before the session, so that the JVM's start is in its window

@@ -85,6 +85,7 @@ from machine_info import git_state, machine
 from mirror_throughput import machine_busy, proc_cpu, wait_for_idle
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from quiet_spark import quiet_spark
 from silver_fixture import load_plans
 
 from lakehouse import clients, io
@@ -520,22 +521,10 @@ def main() -> int:
     # a stop by SIGTERM (e.g. a shared machine's cleanup) still drops the private indexes and
     # the temporary warehouse in the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    base = load_config("local")
+    base = quiet_spark(load_config("local"), args.driver_memory)
     token = uuid.uuid4().hex[:8]
     root = Path(tempfile.gettempdir()) / f"bench-index-{token}"
-    lake = dataclasses.replace(
-        base,
-        warehouse=str(root / "warehouse"),
-        checkpoints="",
-        spark=dataclasses.replace(
-            base.spark,
-            driver_memory=args.driver_memory,
-            ui_enabled=False,
-            log_level="ERROR",
-            # progress bars would garble the per-run lines
-            extra_conf={**base.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
-        ),
-    )
+    lake = dataclasses.replace(base, warehouse=str(root / "warehouse"), checkpoints="")
     modes = ["lakehouse", *([TUNED] if overrides else []), *MODES[1:]]
     indexes = {m: f"{PREFIX}{m.replace('+', '-')}-{token}" for m in modes if m != "spark-docs"}
     configs = {

@@ -63,6 +63,7 @@ from machine_info import git_state, machine
 from psycopg2 import sql
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from quiet_spark import quiet_spark
 from resources import ResourceSampler, resource_section
 
 from lakehouse import clients, io
@@ -502,20 +503,12 @@ def main() -> int:
     if args.rows < 1000 or args.repeats < 1 or args.files < 1:
         parser.error("--rows must be >= 1000, --repeats and --files >= 1")
 
-    base = load_config("local")
+    base = quiet_spark(load_config("local"), args.driver_memory)
     root = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
     lake = dataclasses.replace(
         base,
         warehouse=str(root / "warehouse"),
         checkpoints="",
-        spark=dataclasses.replace(
-            base.spark,
-            driver_memory=args.driver_memory,
-            ui_enabled=False,
-            log_level="ERROR",
-            # progress bars would garble the per-run lines
-            extra_conf={**base.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
-        ),
         serving=dataclasses.replace(base.serving, schema=SCHEMA),
     )
     load_before = os.getloadavg()

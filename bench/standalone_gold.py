@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from machine_info import machine
+from quiet_spark import quiet_spark
 from silver_fixture import load_plans
 
 from lakehouse import io, stack
@@ -155,17 +156,7 @@ def main() -> int:
     if args.plans < 1000:
         parser.error("--plans must be >= 1000")
 
-    base = load_config("local")
-    base = dataclasses.replace(
-        base,
-        spark=dataclasses.replace(
-            base.spark,
-            ui_enabled=False,
-            log_level="ERROR",
-            # progress bars would garble the per-job lines
-            extra_conf={**base.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
-        ),
-    )
+    base = quiet_spark(load_config("local"))
     root = Path(tempfile.mkdtemp(prefix="bench-standalone-"))
     source = dataclasses.replace(base, warehouse=str(root / "silver" / "warehouse"))
     sides = {LOCAL: root / "local", "standalone": root / "standalone"}
