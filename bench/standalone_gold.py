@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from silver_fixture import load_plans
 from lakehouse import io, stack
 from lakehouse.config import PROJECT_ROOT, Config, load_config
 from lakehouse.spark import build_spark, stop_spark
-from lakehouse.stack.cluster import master_state
+from lakehouse.stack.cluster import master_state, private_cluster
 from lakehouse.tables import GOLD_TABLES, SILVER_TABLES
 
 OUT = PROJECT_ROOT / "docs" / "benchmarks"
@@ -58,46 +57,6 @@ JOBS: list[tuple[str, list[str]]] = [
 ]
 # What a gold job prints per table: "gold.plan_costs: full in 18.6s (from ...)".
 TABLE_LINE = re.compile(r"^(gold\.\w+): (\S+) in ([\d.]+)s", re.MULTILINE)
-
-
-def cluster_config(base: Config, root: Path) -> Config:
-    """`base` with a private cluster: its own state folder and free ports on loopback (worker 2's
-    web UI is worker 1's port + 1)."""
-    for _ in range(100):
-        master, web, worker = _free_port(), _free_port(), _free_port()
-        ports = {master, web, worker, worker + 1}
-        if len(ports) == 4 and all(_bindable(p) for p in ports):
-            break
-    else:
-        raise RuntimeError("no free ports for the cluster")
-    return dataclasses.replace(
-        base,
-        state_dir=str(root / "cluster-state"),
-        cluster=dataclasses.replace(
-            base.cluster,
-            master_port=master,
-            master_web_port=web,
-            worker_web_port=worker,
-            workers=2,
-            worker_cores=1,
-            worker_memory="2g",
-        ),
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def finished_apps(cluster: Config, count: int) -> list[dict]:
@@ -163,7 +122,7 @@ def main() -> int:
     lakes = {
         name: dataclasses.replace(base, warehouse=str(p / "warehouse")) for name, p in sides.items()
     }
-    cluster = cluster_config(base, root)
+    cluster = private_cluster(base, root / "cluster-state")
     masters = {LOCAL: LOCAL, "standalone": cluster.cluster.master_url}
     load_before = os.getloadavg()
     spark = build_spark(source, app_name="bench-standalone")
@@ -213,9 +172,9 @@ def main() -> int:
         "plans": args.plans,
         "driver_memory": args.driver_memory,
         "cluster": {
-            "workers": 2,
-            "cores_per_worker": 1,
-            "worker_memory": "2g",
+            "workers": cluster.cluster.workers,
+            "cores_per_worker": cluster.cluster.worker_cores,
+            "worker_memory": cluster.cluster.worker_memory,
             "executor_memory": "1g (Spark's default)",
             "start_s": round(cluster_start_s, 1),
         },

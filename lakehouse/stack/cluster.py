@@ -8,7 +8,9 @@ against `spark://127.0.0.1:<cluster.master_port>`, their tasks on executors the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,38 @@ def cluster_urls(config: Config) -> str:
             "jobs/submit.sh jobs/cost_analysis.py",
         ]
     )
+
+
+def private_cluster(config: Config, state_dir: Path, workers: int = 2) -> Config:
+    """`config` with a cluster of its own beside a running stack (tests, benchmarks): state
+    under `state_dir`, free loopback ports for the master, its web UI and each worker's web UI
+    (worker N at `worker_web_port + N - 1`), workers of 1 core."""
+    for _ in range(100):
+        master, web, worker = (_free_port() for _ in range(3))
+        ports = {master, web, *range(worker, worker + workers)}
+        if len(ports) == 2 + workers and all(_bindable(port) for port in ports):
+            cluster = dataclasses.replace(
+                config.cluster,
+                master_port=master,
+                master_web_port=web,
+                worker_web_port=worker,
+                workers=workers,
+                worker_cores=1,
+            )
+            return dataclasses.replace(config, state_dir=str(state_dir), cluster=cluster)
+    raise StackError("no free loopback ports for a private cluster")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

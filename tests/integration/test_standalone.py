@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 from lake_checks import assert_bronze_exactly_once, assert_lakehouse_matches
-from support import env_for, free_port, isolated_lakehouse, produce
+from support import env_for, isolated_lakehouse, produce
 
 from lakehouse import io, stack
 from lakehouse.config import PROJECT_ROOT, Config
 from lakehouse.gold import jobs
 from lakehouse.plans.scenario import disorder, event_history, malformed_records
 from lakehouse.spark import connector_jars
-from lakehouse.stack.cluster import SparkWorkerService, master_state
+from lakehouse.stack.cluster import SparkWorkerService, master_state, private_cluster
 from lakehouse.tables import COST_TRENDS, PLAN_COSTS, QUARANTINE, SILVER_TABLES
 
 pytestmark = pytest.mark.usefixtures("local_stack")
@@ -37,36 +37,10 @@ SEED = 71
 INGEST_APP, GOLD_APP = "lakehouse-stream-ingest", "lakehouse-cost-analysis"
 
 
-def _cluster_ports() -> tuple[int, int, int]:
-    """Free ports for the master, its web UI and the first worker's web UI, the next port free
-    too (worker 2's UI), all different."""
-    for _ in range(50):
-        master, web, worker = free_port(), free_port(), free_port()
-        try:
-            second = free_port(range(worker + 1, worker + 2))
-        except RuntimeError:  # taken: draw again
-            continue
-        if len({master, web, worker, second}) == 4:
-            return master, web, worker
-    raise RuntimeError("no free ports for the cluster")
-
-
 @pytest.fixture
 def cluster(config: Config, tmp_path: Path) -> Iterator[Config]:
     """A private cluster (own state folder and free ports): a master and two 1-core workers."""
-    master, web, worker = _cluster_ports()
-    cfg = dataclasses.replace(
-        config,
-        state_dir=str(tmp_path / "state"),
-        cluster=dataclasses.replace(
-            config.cluster,
-            master_port=master,
-            master_web_port=web,
-            worker_web_port=worker,
-            workers=2,
-            worker_cores=1,
-        ),
-    )
+    cfg = private_cluster(config, tmp_path / "state")
     try:
         rows = stack.up_cluster(cfg, report=lambda _: None)
         assert [(r.name, r.health) for r in rows] == [

@@ -18,6 +18,7 @@ from lakehouse.stack.cluster import (
     SparkWorkerService,
     cluster_services,
     is_cluster_service,
+    private_cluster,
 )
 from lakehouse.stack.manager import ServiceStatus, stack_ok
 from lakehouse.stack.services import all_services
@@ -150,3 +151,19 @@ def test_package_zip_is_importable_with_its_package_data(tmp_path: Path) -> None
         f"{archive}/lakehouse/gold/jobs.py",
     ]
     assert str(PROJECT_ROOT / "lakehouse") not in result.stdout
+
+
+def test_a_private_cluster_gets_its_own_state_and_free_distinct_ports(tmp_path: Path) -> None:
+    base = load_config("local")
+    private = private_cluster(base, tmp_path / "state", workers=3)
+    c = private.cluster
+    ports = [c.master_port, c.master_web_port, *range(c.worker_web_port, c.worker_web_port + 3)]
+    assert (private.state_dir, c.workers, c.worker_cores, len(set(ports))) == (
+        str(tmp_path / "state"),
+        3,
+        1,
+        5,
+    )
+    assert base.cluster.master_port not in ports
+    # everything else is the base configuration's
+    assert private.kafka == base.kafka and c.worker_memory == base.cluster.worker_memory
