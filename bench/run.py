@@ -264,6 +264,28 @@ BENCHMARKS: dict[str, Benchmark] = {
             extract_declared,
         ),
         Benchmark(
+            "layout",
+            "table_layout.py",
+            ("--plans", "20000,100000", "--batches", "8", "--partitions", "1,2,4,8"),
+            (
+                "--plans",
+                "3000",
+                "--batches",
+                "2",
+                "--batch-plans",
+                "100",
+                "--partitions",
+                "2",
+                "--bronze-commits",
+                "10",
+                "--tag",
+                QUICK,
+            ),
+            None,
+            "layout.json",
+            extract_declared,
+        ),  # fmt: skip
+        Benchmark(
             "growth",
             "gold_growth.py",
             (),

@@ -21,10 +21,10 @@ from pyspark.sql import functions as F
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.ingest import silver
-from lakehouse.ingest.apply import ApplyResult, apply_plan_events, ensure_silver_tables
+from lakehouse.ingest.apply import ApplyResult, StepTimer, apply_plan_events, ensure_silver_tables
 from lakehouse.ingest.contract import with_plan_columns
 from lakehouse.plans.generator import generate_plan, iter_plans, plan_id_for, random_change
-from lakehouse.tables import PLAN_DOCUMENT, PLAN_SERVICES, PLANS, SERVICES
+from lakehouse.tables import PLAN_DOCUMENT, PLAN_HISTORY, PLAN_SERVICES, PLANS, SERVICES
 
 _EVENT_SCHEMA = "plan_id string, version long, op string, ts_ms long, doc string"
 
@@ -50,11 +50,13 @@ def _events(spark: SparkSession, folder: str, rows: Iterable[dict]) -> DataFrame
     )
 
 
-def _apply(spark: SparkSession, config: Config, rows: Iterable[dict]) -> ApplyResult:
+def _apply(
+    spark: SparkSession, config: Config, rows: Iterable[dict], timer: StepTimer | None = None
+) -> ApplyResult:
     with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
         events = _events(spark, folder, rows).persist()
         try:
-            return apply_plan_events(events, config, search_index=False)
+            return apply_plan_events(events, config, search_index=False, timer=timer)
         finally:
             events.unpersist()
 
@@ -94,8 +96,34 @@ def load_plans(
     return plans
 
 
+def load_history(spark: SparkSession, config: Config) -> int:
+    """One plan_history row per silver.plans row (its only known version, still current), as
+    the silver apply would have recorded the creates `load_plans` bulk-loads. Returns the rows."""
+    plans = io.read_table(spark, config, PLANS)
+    rows = plans.select(
+        "plan_id",
+        "version",
+        "op",
+        "event_id",
+        "is_deleted",
+        F.col("event_ts").alias("valid_from"),
+        F.lit(None).cast("timestamp").alias("valid_to"),
+        F.lit(True).alias("is_current"),
+        "doc",
+        F.current_timestamp().alias("recorded_at"),
+    )
+    io.append(rows, config, PLAN_HISTORY)
+    return io.read_table(spark, config, PLAN_HISTORY).count()
+
+
 def change_plans(
-    spark: SparkSession, config: Config, seed: int, plans: int, fraction: float, version: int
+    spark: SparkSession,
+    config: Config,
+    seed: int,
+    plans: int,
+    fraction: float,
+    version: int,
+    timer: StepTimer | None = None,
 ) -> ApplyResult:
     """Change `fraction` of the plans (9 in 10 replaced with a re-priced document that adds or
     drops services, 1 in 10 deleted) as events of `version`, which must be above every earlier
@@ -115,4 +143,4 @@ def change_plans(
             doc = json.dumps(change.document)
             yield {"plan_id": plan_id, "version": version, "op": "u", "ts_ms": now, "doc": doc}
 
-    return _apply(spark, config, rows())
+    return _apply(spark, config, rows(), timer)

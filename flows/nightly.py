@@ -1,7 +1,8 @@
 """The nightly batch, orchestrated by Prefect; the work itself is in `lakehouse/`.
 
     snapshot Mongo + reconcile -> refresh gold -> score anomalies (retrain on the configured
-    weekday) -> quality gate -> PostgreSQL mirror -> markdown summary artifact
+    weekday) -> quality gate -> PostgreSQL mirror -> table maintenance (compaction; Z-order on
+    the configured weekday; vacuum) -> markdown summary artifact
 
 Run once now:       .venv/bin/python flows/nightly.py [--env ENV]
 Serve the schedule: .venv/bin/python flows/nightly.py --serve  (nightly.cron in nightly.timezone;
@@ -118,8 +119,20 @@ def quality_gate_and_mirror(env: str | None) -> dict[str, object]:
     }
 
 
+@task(retries=2, retry_delay_seconds=60, timeout_seconds=3600)
+def maintain_tables(env: str | None) -> str:
+    """Compact, Z-order (on `maintenance.zorder_weekday`) and vacuum every table; after the
+    mirror, so that publishing never waits for it. A retry follows a conflict with the ingest."""
+    from lakehouse import maintenance
+
+    config = load_config(env)
+    spark = _spark(config)
+    tables = maintenance.select_tables([])
+    return _step("maintain", lambda out: maintenance.run(spark, config, tables, out=out))
+
+
 @task
-def summarise(env: str | None, quality: dict[str, object], retrained: bool) -> str:
+def summarise(env: str | None, quality: dict[str, object], retrained: bool, maintained: str) -> str:
     """A markdown table of the gold tables' row counts plus quality and anomaly figures."""
     from pyspark.sql import functions as F
 
@@ -153,6 +166,8 @@ def summarise(env: str | None, quality: dict[str, object], retrained: bool) -> s
         "Anomalies flagged: "
         + (", ".join(f"{a.flagged_by} {a.plans}" for a in anomalies) or "none")
         + (" (model retrained tonight)" if retrained else ""),
+        "",
+        f"Table maintenance: {maintained.splitlines()[-1].removeprefix('maintain: ')}.",
     ]
     markdown = "\n".join(lines)
     create_markdown_artifact(markdown, key="nightly-summary", description="Nightly batch summary")
@@ -198,7 +213,8 @@ def nightly(env: str | None = None, retrain: bool | None = None) -> str:
     refresh_gold(env)
     score_anomalies(env, retrain)
     quality = quality_gate_and_mirror(env)
-    summary = summarise(env, quality, retrain)
+    maintained = maintain_tables(env)
+    summary = summarise(env, quality, retrain, maintained)
     if not quality["published"]:
         raise PublishHeldBack("; ".join(quality["failing"]))  # type: ignore[arg-type]
     return summary

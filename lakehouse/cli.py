@@ -206,6 +206,23 @@ def _reconcile(args: argparse.Namespace) -> int:
     return _with_spark(args, "lakehouse-reconcile", operations.reconcile)
 
 
+def _maintain(args: argparse.Namespace) -> int:
+    from lakehouse import maintenance
+
+    try:
+        tables = maintenance.select_tables(args.table)
+    except ValueError as exc:
+        print(f"lakehouse maintain: {exc}", file=sys.stderr)
+        return 2
+    return _with_spark(
+        args,
+        "lakehouse-maintain",
+        lambda spark, config: maintenance.run(
+            spark, config, tables, args.zorder, vacuum_files=not args.no_vacuum
+        ),
+    )
+
+
 def _jobs(args: argparse.Namespace) -> int:
     from lakehouse.gold import jobs
 
@@ -424,6 +441,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the quality suites, then mirror gold to PostgreSQL unless an error check failed",
     )
     p_publish.set_defaults(func=_publish)
+
+    p_maintain = sub.add_parser(
+        "maintain",
+        help="compact small files (OPTIMIZE), Z-order clustered tables, VACUUM old files",
+    )
+    from lakehouse import maintenance
+
+    maintenance.add_arguments(p_maintain)
+    p_maintain.set_defaults(func=_maintain)
 
     p_summary = sub.add_parser(
         "summary", help="tables and row counts, latest quality run, anomalies, server URLs"

@@ -204,6 +204,19 @@ class NightlyConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """Nightly table maintenance (lakehouse.maintenance): compaction every night, Z-ordering and
+    vacuuming as configured here."""
+
+    # OPTIMIZE ZORDER BY (a full rewrite of each clustered table) on this weekday (0 Monday ..
+    # 6 Sunday); plain compaction the other nights.
+    zorder_weekday: int = 6
+    # VACUUM keeps the files of versions this recent: time travel, a lagging stream and gold's
+    # change-feed reads need them. Delta refuses less than 168 (7 days) unless told otherwise.
+    vacuum_retain_hours: int = 168
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The local process stack (`lakehouse stack ...`); service ports come from the URLs above."""
 
@@ -277,6 +290,7 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     nightly: NightlyConfig = field(default_factory=NightlyConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     apps: AppsConfig = field(default_factory=AppsConfig)
@@ -347,6 +361,7 @@ def load_config(
     _check_quality(config.quality, source)
     _check_serving(config.serving, source)
     _check_nightly(config.nightly, source)
+    _check_maintenance(config.maintenance, source)
     _check_apps(config.apps, source)
     _check_cluster(config.cluster, source)
     return _resolve_local_paths(config)
@@ -512,6 +527,17 @@ def _check_nightly(nightly: NightlyConfig, source: str) -> None:
         ) from None
     if not 0 <= nightly.retrain_weekday <= 6:
         raise ConfigError(f"{source}: nightly.retrain_weekday must be 0 (Monday) .. 6 (Sunday)")
+
+
+def _check_maintenance(maintenance: MaintenanceConfig, source: str) -> None:
+    if not 0 <= maintenance.zorder_weekday <= 6:
+        raise ConfigError(f"{source}: maintenance.zorder_weekday must be 0 (Monday) .. 6 (Sunday)")
+    if maintenance.vacuum_retain_hours < 168:
+        raise ConfigError(
+            f"{source}: maintenance.vacuum_retain_hours must be >= 168 (7 days): a shorter "
+            "retention deletes files that time travel, a lagging stream or gold's change-feed "
+            "reads may still need"
+        )
 
 
 def _check_apps(apps: AppsConfig, source: str) -> None:

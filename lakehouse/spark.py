@@ -77,6 +77,8 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.streaming.checkpointLocation": config.checkpoint_root,
         # Fail fast instead of hanging when a connector cannot reach its service.
         "spark.network.timeout": "120s",
+        # VACUUM leaves START/END commits in the table's history: who deleted how many files.
+        "spark.databricks.delta.vacuum.logging.enabled": "true",
     }
     settings.update(spark.extra_conf)
     return settings

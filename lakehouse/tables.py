@@ -323,6 +323,9 @@ class Table:
     partition_by: tuple[str, ...] = ()
     # Table properties beyond Change Data Feed (always on), set when the table is created.
     properties: tuple[tuple[str, str], ...] = ()
+    # Columns point lookups filter on: the weekly OPTIMIZE ZORDER BY (lakehouse.maintenance)
+    # clusters the rows by them, so a lookup reads few files.
+    zorder_by: tuple[str, ...] = ()
 
     def path(self, config: Config) -> str:
         return join_uri(config.warehouse, self.relative_path)
@@ -333,7 +336,9 @@ QUARANTINE = Table("quarantine.plan_events", "quarantine/plan_events", QUARANTIN
 PLANS = Table("silver.plans", "silver/plans", SILVER_PLANS)
 PLAN_SERVICES = Table("silver.plan_services", "silver/plan_services", SILVER_PLAN_SERVICES)
 SERVICES = Table("silver.services", "silver/services", SILVER_SERVICES)
-PLAN_HISTORY = Table("silver.plan_history", "silver/plan_history", SILVER_PLAN_HISTORY)
+PLAN_HISTORY = Table(
+    "silver.plan_history", "silver/plan_history", SILVER_PLAN_HISTORY, zorder_by=("plan_id",)
+)
 SNAPSHOTS = Table("bronze.plan_snapshots", "bronze/plan_snapshots", BRONZE_PLAN_SNAPSHOTS)
 RECONCILIATION = Table("reports.reconciliation", "reports/reconciliation", RECONCILIATION_REPORT)
 
@@ -375,6 +380,18 @@ TABLES_BY_NAME: dict[str, Table] = {
     t.name: t
     for t in (BRONZE_EVENTS, QUARANTINE, SNAPSHOTS, *SILVER_TABLES, *GOLD_TABLES, RECONCILIATION)
 }
+
+# Every table `lakehouse maintain` compacts and vacuums, in the order it does so.
+MAINTAINED_TABLES = (
+    BRONZE_EVENTS,
+    SNAPSHOTS,
+    QUARANTINE,
+    *SILVER_TABLES,
+    *GOLD_TABLES,
+    RECONCILIATION,
+    QUALITY_RESULTS_TABLE,
+    QUALITY_METRICS_TABLE,
+)
 
 # Checkpoints, relative to `config.checkpoint_root`: one per streaming query, never shared.
 BRONZE_CHECKPOINT = "bronze_plan_events"

@@ -1,7 +1,7 @@
 """The Prefect nightly flow in Prefect's test harness, on a small simulated dataset against the
 real services: a forced task failure alerts a real HTTP endpoint; then a full run snapshots,
-reconciles, refreshes gold, trains and scores, passes the gate, mirrors to PostgreSQL and leaves
-a summary; the deployment's schedule is the 2 AM cron."""
+reconciles, refreshes gold, trains and scores, passes the gate, mirrors to PostgreSQL, compacts
+and vacuums the tables and leaves a summary; the deployment's schedule is the 2 AM cron."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from types import ModuleType
 import pytest
 from support import WebhookReceiver, drop_database, env_for, isolated_lakehouse
 
-from lakehouse import clients, io
+from lakehouse import clients, io, maintenance
 from lakehouse.config import PROJECT_ROOT, Config
 from lakehouse.ingest.operations import ingest
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
-from lakehouse.tables import PLAN_COSTS
+from lakehouse.tables import BRONZE_EVENTS, PLAN_COSTS, PLAN_HISTORY, PLANS
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -87,6 +87,12 @@ def test_nightly_flow_alerts_on_failure_then_runs_end_to_end(
         assert f"| gold.plan_costs | {live:,} |" in summary
         assert "0 error(s)" in summary and "gold published to PostgreSQL." in summary
         assert "(model retrained tonight)" in summary
+        # table maintenance compacted what the ingest and gold wrote: one file per small table
+        assert "Table maintenance: 16 tables," in summary, summary
+        for table in (BRONZE_EVENTS, PLANS, PLAN_HISTORY, PLAN_COSTS):
+            assert maintenance.layout(spark, lake, table).files == 1, table.name
+            operations = io.delta_table(spark, lake, table).history().select("operation")
+            assert {"OPTIMIZE", "VACUUM END"} <= {row[0] for row in operations.collect()}
         conn = clients.pg_connect(lake)
         try:
             with conn, conn.cursor() as cur:

@@ -191,6 +191,22 @@ def test_unknown_job_exits_2_and_lists_the_jobs(capsys: pytest.CaptureFixture[st
     )
 
 
+def test_maintain_of_an_unknown_table_exits_2_and_lists_the_tables(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["maintain", "--table", "silver.plans", "--table", "silver.plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lakehouse maintain: unknown table(s) silver.plan; choose from ")
+    assert "bronze.plan_events, " in err and "quality.metrics\n" in err
+
+
+def test_maintain_zorder_flags_exclude_each_other(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["maintain", "--zorder", "--no-zorder"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument --zorder" in capsys.readouterr().err
+
+
 def test_jobs_list_names_every_job(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["jobs", "list"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

@@ -805,6 +805,20 @@ def test_bad_quality_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: 
         load(write_conf(tmp_path, base="", dev=yaml_text))
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "fix"),
+    [
+        ("maintenance:\n  zorder_weekday: 7\n", "maintenance.zorder_weekday must be 0 (Monday)"),
+        ("maintenance:\n  vacuum_retain_hours: 24\n", "vacuum_retain_hours must be >= 168"),
+        ("maintenance:\n  vacuum_retain_hours: week\n", "must be an integer"),
+        ("maintenance:\n  optimize: true\n", "unknown key 'maintenance.optimize'"),
+    ],
+)
+def test_bad_maintenance_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
 def test_quality_reports_dir_resolves_from_the_project_root(tmp_path: Path) -> None:
     quality = load(write_conf(tmp_path, base="", dev="quality:\n  reports_dir: out/q\n")).quality
     assert quality.reports_dir == str(PROJECT_ROOT / "out/q")

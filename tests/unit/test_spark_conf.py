@@ -150,6 +150,7 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         "spark.sql.streaming.checkpointLocation": root("state", "test-warehouse", "_checkpoints"),
         "spark.network.timeout": "120s",
+        "spark.databricks.delta.vacuum.logging.enabled": "true",
         # from conf/test.yaml spark.extra_conf, stringified
         "spark.sql.streaming.minBatchesToRetain": "5",
         "spark.ui.showConsoleProgress": "false",
@@ -183,6 +184,7 @@ def test_spark_conf_for_prod_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         "spark.sql.streaming.checkpointLocation": "/data/warehouse/_checkpoints",
         "spark.network.timeout": "120s",
+        "spark.databricks.delta.vacuum.logging.enabled": "true",
     }
 
 
@@ -236,6 +238,7 @@ def test_extra_conf_overrides_defaults(tmp_path: Path, jar_dir: tuple[Path, list
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
         "spark.sql.streaming.checkpointLocation": "/lake/_checkpoints",
         "spark.network.timeout": "300s",
+        "spark.databricks.delta.vacuum.logging.enabled": "true",
         "spark.hadoop.fs.s3a.path.style.access": "true",
     }
 

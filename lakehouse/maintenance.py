@@ -1,0 +1,232 @@
+"""Table maintenance: compact small files, cluster by lookup keys, remove unneeded files.
+
+A streaming ingest commits every trigger interval and every commit adds files: bronze one per
+Kafka partition, each silver MERGE up to `spark.shuffle_partitions` per table, plus change-feed
+and deletion-vector files. Left alone, the file count grows with the number of batches, and so
+does the cost of every read and MERGE (docs/benchmarks/README.md, "table layout"). The nightly
+flow runs `maintain` after gold:
+
+- OPTIMIZE (bin-packing compaction) of every table. Files already large are left alone, so a
+  table with nothing to compact costs a log read.
+- OPTIMIZE ZORDER BY the table's `zorder_by` columns, on `maintenance.zorder_weekday` only: it
+  rewrites the whole table, compaction does not.
+- VACUUM, keeping `maintenance.vacuum_retain_hours` (at least Delta's 7 days): time travel, a
+  stream that fell behind and gold's change-feed reads need the files of recent versions.
+
+OPTIMIZE commits with dataChange=false: streaming readers skip them and the change feed does not
+report them. It can still conflict with a concurrent writer that removed the files it compacts
+(the streaming ingest's MERGEs); such a table is retried, and the writer side of a conflict is
+a failed micro-batch that the ingest replays from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from delta.exceptions import (
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+)
+from pyspark.sql import SparkSession
+
+from lakehouse import io
+from lakehouse.config import Config
+from lakehouse.tables import MAINTAINED_TABLES, Table
+
+log = logging.getLogger(__name__)
+
+# Another writer removed files this OPTIMIZE read: the table is compacted again from its new state.
+_CONFLICTS = (
+    ConcurrentDeleteReadException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentTransactionException,
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a table's current version is stored."""
+
+    files: int
+    bytes: int
+
+    @property
+    def mean_file_bytes(self) -> float:
+        return self.bytes / self.files if self.files else 0.0
+
+
+@dataclass(frozen=True)
+class Maintained:
+    """What `maintain` did to one table."""
+
+    table: str
+    before: Layout
+    after: Layout
+    zorder_by: tuple[str, ...]  # empty: compaction only
+    files_removed: int
+    files_added: int
+    vacuumed_files: int | None  # None: not vacuumed
+    seconds: float
+    attempts: int = 1
+
+    def render(self) -> str:
+        how = f"zorder by {', '.join(self.zorder_by)}" if self.zorder_by else "compact"
+        vacuumed = (
+            "" if self.vacuumed_files is None else f", vacuumed {self.vacuumed_files:,} files"
+        )
+        retried = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return (
+            f"{self.table}: {how}: {self.before.files:,} -> {self.after.files:,} files "
+            f"(mean {self.before.mean_file_bytes / 1024:,.0f} -> "
+            f"{self.after.mean_file_bytes / 1024:,.0f} KiB; {self.files_removed:,} removed, "
+            f"{self.files_added:,} added){vacuumed} in {self.seconds:.1f}s{retried}"
+        )
+
+
+def layout(spark: SparkSession, config: Config, table: Table) -> Layout:
+    """Files and bytes of the table's current version (DESCRIBE DETAIL)."""
+    row = io.delta_table(spark, config, table).detail().select("numFiles", "sizeInBytes").first()
+    return Layout(int(row["numFiles"] or 0), int(row["sizeInBytes"] or 0))
+
+
+def optimize(spark: SparkSession, config: Config, table: Table, zorder: bool) -> tuple[int, int]:
+    """Compact the table's small files, or (`zorder` and the table declares `zorder_by`) rewrite
+    it clustered by those columns. Returns (files removed, files added)."""
+    builder = io.delta_table(spark, config, table).optimize()
+    if zorder and table.zorder_by:
+        metrics = builder.executeZOrderBy(*table.zorder_by)
+    else:
+        metrics = builder.executeCompaction()
+    row = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
+    return int(row["numFilesRemoved"]), int(row["numFilesAdded"])
+
+
+def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int) -> int:
+    """Delete files no version within `retain_hours` needs; returns how many were deleted (from
+    the VACUUM END commit that `spark.databricks.delta.vacuum.logging.enabled` records)."""
+    delta = io.delta_table(spark, config, table)
+    delta.vacuum(float(retain_hours))
+    last = delta.history(1).select("operation", "operationMetrics").first()
+    if last is None or last["operation"] != "VACUUM END":
+        return 0
+    return int(last["operationMetrics"].get("numDeletedFiles", 0))
+
+
+def maintain(
+    spark: SparkSession,
+    config: Config,
+    tables: Sequence[Table],
+    zorder: bool,
+    vacuum_files: bool = True,
+    progress: Callable[[str], None] = log.info,
+    attempts: int = 3,
+) -> list[Maintained]:
+    """Compact (or Z-order, see `optimize`) and vacuum each existing table of `tables`, one at a
+    time. A table whose OPTIMIZE conflicts with a concurrent writer is retried up to `attempts`
+    times; the last conflict is raised."""
+    done: list[Maintained] = []
+    for table in _existing(spark, config, tables):
+        started = time.monotonic()
+        before = layout(spark, config, table)
+        for attempt in range(1, attempts + 1):
+            try:
+                removed, added = optimize(spark, config, table, zorder)
+                break
+            except _CONFLICTS as exc:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    "%s: OPTIMIZE conflicted (%s); retrying", table.name, type(exc).__name__
+                )
+        vacuumed = (
+            vacuum(spark, config, table, config.maintenance.vacuum_retain_hours)
+            if vacuum_files
+            else None
+        )
+        result = Maintained(
+            table=table.name,
+            before=before,
+            after=layout(spark, config, table),
+            zorder_by=table.zorder_by if zorder else (),
+            files_removed=removed,
+            files_added=added,
+            vacuumed_files=vacuumed,
+            seconds=time.monotonic() - started,
+            attempts=attempt,
+        )
+        progress(result.render())
+        done.append(result)
+    return done
+
+
+def _existing(spark: SparkSession, config: Config, tables: Iterable[Table]) -> list[Table]:
+    return [t for t in tables if io.table_exists(spark, config, t)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lakehouse maintain` and jobs/maintain_tables.py."""
+    parser.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a table to maintain, e.g. silver.plans (repeatable; default: every table)",
+    )
+    zorder = parser.add_mutually_exclusive_group()
+    zorder.add_argument(
+        "--zorder",
+        action="store_true",
+        default=None,
+        help="Z-order clustered tables now (default: on maintenance.zorder_weekday only)",
+    )
+    zorder.add_argument("--no-zorder", dest="zorder", action="store_false", help="compact only")
+    parser.add_argument("--no-vacuum", action="store_true", help="skip VACUUM")
+
+
+def zorder_today(config: Config, now: datetime | None = None) -> bool:
+    """Whether tonight is `maintenance.zorder_weekday` in `nightly.timezone`."""
+    today = now or datetime.now(ZoneInfo(config.nightly.timezone))
+    return today.weekday() == config.maintenance.zorder_weekday
+
+
+def select_tables(names: Sequence[str]) -> list[Table]:
+    """The maintained tables named (all of them for none); ValueError names unknown ones."""
+    if not names:
+        return list(MAINTAINED_TABLES)
+    by_name = {t.name: t for t in MAINTAINED_TABLES}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(by_name)}")
+    return [by_name[n] for n in names]
+
+
+def run(
+    spark: SparkSession,
+    config: Config,
+    tables: Sequence[Table],
+    zorder: bool | None = None,
+    vacuum_files: bool = True,
+    out: TextIO = sys.stdout,
+) -> int:
+    """`lakehouse maintain`: maintain `tables`, a line per table; `zorder` None follows
+    `maintenance.zorder_weekday`. Exit status 0."""
+    zorder = zorder_today(config) if zorder is None else zorder
+    keep = config.maintenance.vacuum_retain_hours
+    how = "zorder" if zorder else "compact"
+    how += f", vacuum keeping {keep} h" if vacuum_files else ""
+    print(f"maintain: {len(tables)} tables under {config.warehouse} ({how})", file=out, flush=True)
+    done = maintain(
+        spark, config, tables, zorder, vacuum_files, lambda line: print(line, file=out, flush=True)
+    )
+    removed = sum(m.files_removed for m in done)
+    print(f"maintain: {len(done)} tables, {removed:,} files compacted away", file=out, flush=True)
+    return 0
