@@ -37,6 +37,7 @@ from delta.exceptions import (
     ConcurrentTransactionException,
 )
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from lakehouse import io
 from lakehouse.config import Config
@@ -114,11 +115,17 @@ def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int)
     """Delete files no version within `retain_hours` needs; returns how many were deleted (from
     the VACUUM END commit that `spark.databricks.delta.vacuum.logging.enabled` records)."""
     delta = io.delta_table(spark, config, table)
+    before = io.latest_version(spark, config, table)
     delta.vacuum(float(retain_hours))
-    last = delta.history(1).select("operation", "operationMetrics").first()
-    if last is None or last["operation"] != "VACUUM END":
-        return 0
-    return int(last["operationMetrics"].get("numDeletedFiles", 0))
+    # The newest VACUUM END after `before`: a writer may have committed since (the ingest).
+    end = (
+        delta.history(20)
+        .where((F.col("version") > before) & (F.col("operation") == "VACUUM END"))
+        .orderBy(F.col("version").desc())
+        .select("operationMetrics")
+        .first()
+    )
+    return 0 if end is None else int(end["operationMetrics"].get("numDeletedFiles", 0))
 
 
 def maintain(
