@@ -8,7 +8,10 @@
 #                quality gate, PostgreSQL mirror), provision the Superset dashboard, profile
 #                gold.plan_costs and print a summary with the servers' URLs (the README's main
 #                command)
-#   make test    setup, then pytest (the test session starts the stack if it is not running)
+#   make test    setup, then lint and the whole suite against real services on $(PYTEST_WORKERS)
+#                pytest-xdist workers (the run starts the stack if it is not running, and stops
+#                what it started); the 25 slowest tests are listed at the end
+#   make test-unit  the tests that need no service (`-m "not integration"`): starts nothing
 #   make stop    stop everything `make demo` started (same as `make down`)
 #   make bench   setup, then every benchmark at its recorded size (the local stack is started
 #                if it does not answer) and docs/benchmarks/summary.md; BENCH="gold mirror"
@@ -25,7 +28,7 @@ STAMP_PY := $(VENV)/.installed
 SUPERSET_VENV := .venv-superset
 
 .PHONY: setup python superset jars ferretdb postgres-server chromium demo up down stop status test \
-	lint clean-state bench bench-quick
+	test-unit lint clean-state bench bench-quick
 
 setup: python superset jars ferretdb postgres-server chromium
 
@@ -87,11 +90,21 @@ demo: setup
 
 stop: down
 
+# Two workers on two cores: most tests wait on a service, a JVM start-up or a subprocess, and a
+# single test process kept the machine about half busy (docs/testing.md).
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	# the outer timeout turns a hang at interpreter exit (a stray non-daemon thread) into a failure
-	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 4200 $(BIN)/pytest
+	LAKEHOUSE_ENV=test timeout --signal=TERM --kill-after=60 4200 \
+	  $(BIN)/pytest $(PYTEST_PARALLEL) --durations=25
+
+# Spark and the jars, no service: nothing is started.
+test-unit: python jars
+	LAKEHOUSE_ENV=test $(BIN)/pytest $(PYTEST_PARALLEL) -m "not integration" --durations=10
 
 # Benchmark names for `make bench` / `make bench-quick` (empty: all of them).
 BENCH ?=

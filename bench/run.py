@@ -286,6 +286,24 @@ BENCHMARKS: dict[str, Benchmark] = {
             extract_declared,
         ),  # fmt: skip
         Benchmark(
+            "spark-settings",
+            "spark_settings.py",
+            (),
+            ("--rows", "50", "--repeats", "1", "--values", "10000,8", "--tag", QUICK),
+            None,
+            "spark-settings.json",
+            extract_declared,
+        ),
+        Benchmark(
+            "generator",
+            "plan_generator.py",
+            (),
+            ("--plans", "200", "--repeats", "1", "--tag", QUICK),
+            None,
+            "generator.json",
+            extract_declared,
+        ),
+        Benchmark(
             "growth",
             "gold_growth.py",
             (),

@@ -70,14 +70,11 @@ def _config(args: argparse.Namespace) -> int:
 
 def _smoke(args: argparse.Namespace) -> int:
     from lakehouse.smoke import run_smoke
-    from lakehouse.spark import build_spark, stop_spark
+    from lakehouse.spark import spark_session
 
     config = load_config(args.env)
-    spark = build_spark(config, app_name="lakehouse-smoke")
-    try:
+    with spark_session(config, app_name="lakehouse-smoke") as spark:
         results = run_smoke(spark, config)
-    finally:
-        stop_spark(spark)
     passed = sum(r.ok for r in results)
     print(f"smoke: {passed}/{len(results)} round trips ok")
     return 0 if all(r.ok for r in results) else 1
@@ -146,14 +143,11 @@ def _outbox(args: argparse.Namespace) -> int:
 
 
 def _with_spark(args: argparse.Namespace, app_name: str, work) -> int:
-    from lakehouse.spark import build_spark, stop_spark
+    from lakehouse.spark import spark_session
 
     config = load_config(args.env)
-    spark = build_spark(config, app_name=app_name)
-    try:
+    with spark_session(config, app_name=app_name) as spark:
         return int(work(spark, config))
-    finally:
-        stop_spark(spark)
 
 
 def _ingest(args: argparse.Namespace) -> int:

@@ -26,15 +26,12 @@ def run_spark_job(
 ) -> int:
     """Load the configuration (exit 2 with the key to fix if it is bad), build the session, run
     `work` and stop the session whatever happens; `work`'s status is the exit status."""
-    from lakehouse.spark import build_spark, stop_spark
+    from lakehouse.spark import spark_session
 
     try:
         config = load_config(args.env)
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         return 2
-    spark = build_spark(config, app_name=f"lakehouse-{name.replace('_', '-')}")
-    try:
+    with spark_session(config, app_name=f"lakehouse-{name.replace('_', '-')}") as spark:
         return int(work(spark, config))
-    finally:
-        stop_spark(spark)

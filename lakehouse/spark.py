@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyspark import SparkContext
 from pyspark.java_gateway import ensure_callback_server_started
 from pyspark.sql import SparkSession
 
@@ -66,6 +69,9 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         # Delta rebuilds snapshots with 50 partitions by default: size them like the shuffles.
         "spark.databricks.delta.snapshotPartitions": str(spark.shuffle_partitions),
+        # VACUUM and partition discovery list files with this many tasks (Spark's 10,000 is
+        # sized for a cluster and millions of files).
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark.listing_parallelism),
         "spark.ui.enabled": "true" if spark.ui_enabled else "false",
         "spark.sql.session.timeZone": "UTC",
         # An impossible date (02-30-2020) is null, never an exception that kills a stream.
@@ -161,6 +167,20 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
 def stop_spark(session: SparkSession) -> None:
     """Stop the session (the callback server's daemon threads end with the process)."""
     session.stop()
+
+
+@contextmanager
+def spark_session(config: Config, app_name: str | None = None) -> Iterator[SparkSession]:
+    """The session of one command (CLI, spark-submit job): started here and stopped at the end,
+    unless this process already runs one (a test session, a notebook, a flow calling the CLI's
+    code), which is used and left running for its owner to stop."""
+    owned = SparkContext._active_spark_context is None
+    session = build_spark(config, app_name)
+    try:
+        yield session
+    finally:
+        if owned:
+            stop_spark(session)
 
 
 def submit_args(config: Config) -> list[str]:

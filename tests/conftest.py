@@ -1,4 +1,10 @@
-"""Shared fixtures: one test config, one local stack and one SparkSession per test run."""
+"""Shared fixtures: one test config, one local stack and one SparkSession per test run.
+
+Under pytest-xdist (`make test` runs two workers) each worker is a session of its own, with its
+own SparkSession; the local stack is started once, by the controlling process, as soon as the
+workers report that they collected integration tests, and stopped by it at the end. Tests that
+share servers on fixed ports or a fixture that is expensive to build (the demo lakehouse) carry
+`xdist_group("serving")`, so one worker runs all of them."""
 
 from __future__ import annotations
 
@@ -23,6 +29,34 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 
 _stack_failure: list[str] = []
+# The controlling process of an xdist run: whether it looked at the stack, and the stack it
+# started (and must stop).
+_controller: dict[str, object] = {"checked": False, "started": None}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids: list[str]) -> None:
+    """xdist controller: start the stack before any integration test is scheduled, once,
+    rather than letting two workers race to start it."""
+    if _controller["checked"] or not any(i.startswith("tests/integration/") for i in ids):
+        return
+    _controller["checked"] = True
+    config = load_config("test")
+    if stack.all_reachable(config):
+        return
+    try:
+        stack.up(config)
+    except stack.StackError as exc:
+        stack.down(config)
+        pytest.exit(f"the local stack did not start: {exc}", returncode=3)
+    _controller["started"] = config
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    started = _controller["started"]
+    if isinstance(started, Config):
+        _controller["started"] = None
+        stack.down(started)
 
 
 @pytest.fixture(scope="session")

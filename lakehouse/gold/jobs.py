@@ -86,11 +86,13 @@ def parse_modes(mode: str) -> tuple[str, ...]:
 
 
 def submit_main(name: str, argv: list[str] | None = None) -> int:
-    """The body of jobs/<name>.py (spark-submit): parse arguments, run, exit status
-    (0 done, 1 failed with a message, 2 bad arguments or configuration)."""
+    """The body of jobs/<name>.py (spark-submit; `all`: jobs/gold_jobs.py): parse arguments,
+    run, exit status (0 done, 1 failed with a message, 2 bad arguments or configuration)."""
     from lakehouse.entrypoint import job_parser, run_spark_job
 
-    parser = job_parser(f"jobs/{name}.py", JOBS[name].__doc__)
+    script = "gold_jobs" if name == "all" else name
+    about = "Every gold job in dependency order." if name == "all" else JOBS[name].__doc__
+    parser = job_parser(f"jobs/{script}.py", about)
     parser.add_argument("--full", action="store_true", help="rebuild instead of refreshing")
     if name == "anomaly_detection":
         parser.add_argument(
@@ -99,4 +101,4 @@ def submit_main(name: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     modes = parse_modes(args.mode) if name == "anomaly_detection" else ("score",)
     options = JobOptions(full=args.full, modes=modes)
-    return run_spark_job(name, args, lambda spark, config: run(spark, config, name, options))
+    return run_spark_job(script, args, lambda spark, config: run(spark, config, name, options))

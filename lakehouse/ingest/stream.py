@@ -258,12 +258,14 @@ def _short(error: object) -> str:
 def run_once(spark: SparkSession, config: Config, report: Reporter) -> None:
     """Ingest everything available now (Kafka -> bronze, then bronze -> silver) and return."""
     bronze = start_bronze(spark, config, once=True)
-    _await(bronze, BRONZE_QUERY)
+    await_query(bronze, BRONZE_QUERY)
     _BronzeWatcher(report).poll(bronze)
-    _await(start_silver(spark, config, once=True, report=report), SILVER_QUERY)
+    await_query(start_silver(spark, config, once=True, report=report), SILVER_QUERY)
 
 
-def _await(query: StreamingQuery, name: str) -> None:
+def await_query(query: StreamingQuery, name: str) -> None:
+    """Wait for a query started with the available-now trigger to end; IngestError if it
+    failed."""
     try:
         query.awaitTermination()
     except StreamingQueryException as exc:

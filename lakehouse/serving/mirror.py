@@ -219,6 +219,9 @@ def ensure_bi_role(config: Config) -> None:
     conn = clients.pg_connect(config)
     try:
         with conn, conn.cursor() as cur:
+            # Two publishers at once (two nightly runs, parallel tests) would otherwise race on
+            # the role's catalog row: "tuple concurrently updated", or a duplicate CREATE ROLE.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"lakehouse-role:{role}",))
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
             if cur.fetchone() is None:
                 cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))

@@ -1,4 +1,6 @@
-"""Integration fixtures shared across modules: a small demo lakehouse, built once per run."""
+"""Integration tests: every test in this folder is marked `integration` (so `-m "not
+integration"` selects exactly the tests that need no service), and the fixtures shared across
+modules (a small demo lakehouse, built once per run)."""
 
 from __future__ import annotations
 
@@ -6,11 +8,21 @@ import dataclasses
 import io as text_io
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from support import drop_database, drop_schema, isolated_lakehouse
 
 from lakehouse.config import Config
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,8 @@ from lakehouse.stack.process import stop_process
 from lakehouse.stack.secrets import local_secret
 from lakehouse.stack.services import Service
 
-pytestmark = pytest.mark.usefixtures("local_stack")
+# xdist_group: servers on fixed ports and the demo lakehouse, on one worker (tests/conftest.py)
+pytestmark = [pytest.mark.usefixtures("local_stack"), pytest.mark.xdist_group("serving")]
 
 
 def _json(url: str, body: dict | None = None) -> dict:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from pyspark.sql import functions as F
 
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.summary import SUMMARISED, summarise
 from lakehouse.tables import PLAN_ANOMALIES, QUALITY_RESULTS_TABLE
+
+# the demo lakehouse is built once, on the worker that runs every test using it (tests/conftest.py)
+pytestmark = pytest.mark.xdist_group("serving")
 
 
 def test_summary_shows_what_the_tables_hold(spark, demo_lake: Config) -> None:

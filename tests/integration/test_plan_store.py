@@ -21,8 +21,6 @@ from lakehouse.stack.manager import start_service
 from lakehouse.stack.process import read_pid, stop_process
 from lakehouse.stack.services import KafkaService
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def source(config: Config, local_stack, request) -> Iterator[Config]:

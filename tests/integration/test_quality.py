@@ -24,8 +24,8 @@ from pyspark.sql.types import (
 )
 from support import WebhookReceiver, env_for, write_plan_costs
 
-from lakehouse import io, tables
-from lakehouse.config import PROJECT_ROOT, Config
+from lakehouse import cli, io, tables
+from lakehouse.config import Config
 from lakehouse.gold.maintain import Watermark, overwrite
 from lakehouse.quality import report, runner, suites
 from lakehouse.quality.alerts import LogNotifier, PrefectNotifier, WebhookNotifier
@@ -415,7 +415,11 @@ def test_profile_report_renders_its_charts_in_headless_chromium(
 
 
 def test_quality_cli_reports_failures_history_and_profiles(
-    config: Config, tmp_path: Path, spark
+    config: Config,
+    tmp_path: Path,
+    spark,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     lake = _lake(config, tmp_path)
     _services(spark, lake)
@@ -428,13 +432,17 @@ def test_quality_cli_reports_failures_history_and_profiles(
             ("p1", "ps2", "s404", "gone", "org", 10.0, 5.0, 1, NOW),
         ],
     )
-    env = {**env_for(lake), "LAKEHOUSE_STATE_DIR": str(tmp_path / "state")}
-    cli = [str(PROJECT_ROOT / ".venv/bin/lakehouse")]
+    # The CLI in this process (its exit status, stdout and stderr as a shell sees them), on the
+    # test run's SparkSession: a process per command would only add a JVM start each.
+    for var, value in {**env_for(lake), "LAKEHOUSE_STATE_DIR": str(tmp_path / "state")}.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp_path)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*cli, *args], env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path
-        )
+        capsys.readouterr()
+        status = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["lakehouse", *args], status, out, err)
 
     failed = run("quality", "run", "--table", "silver.plan_services")
     assert failed.returncode == 1, failed.stderr

@@ -13,8 +13,6 @@ from lakehouse.plans.events import ChangeEvent
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def sources(config: Config, local_stack) -> Iterator[list[Config]]:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from lakehouse import smoke
 from lakehouse.config import join_uri
 from lakehouse.stack.services import all_services
-
-pytestmark = pytest.mark.integration
 
 
 def test_every_service_answers_its_readiness_probe(local_stack, config):

@@ -24,8 +24,6 @@ from lakehouse.stack import manager, services
 from lakehouse.stack.apps import APP_SERVICE_TYPES
 from lakehouse.stack.process import StackError, process_alive, read_pid
 
-pytestmark = pytest.mark.integration
-
 
 def isolated_config(config: Config) -> Config:
     # Under the project's state folder: PostgreSQL runs as `postgres` and must reach it.

@@ -24,7 +24,8 @@ from lakehouse.stack.manager import running_pid, start_service
 from lakehouse.stack.process import stop_process
 from lakehouse.stack.secrets import local_secret
 
-pytestmark = pytest.mark.usefixtures("local_stack")
+# xdist_group: servers on fixed ports and the demo lakehouse, on one worker (tests/conftest.py)
+pytestmark = [pytest.mark.usefixtures("local_stack"), pytest.mark.xdist_group("serving")]
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,7 @@ REPO_BASE = Config(
         app_name="lakehouse",
         driver_memory="2g",
         shuffle_partitions=8,
+        listing_parallelism=8,
         ui_enabled=True,
         log_level="WARN",
         jars_dir=root("build", "jars", "spark"),
@@ -115,6 +116,10 @@ REPO_EXPECTED = {
             extra_conf={
                 "spark.sql.streaming.minBatchesToRetain": "5",
                 "spark.ui.showConsoleProgress": "false",
+                "spark.ui.retainedJobs": "10000",
+                "spark.ui.retainedStages": "20000",
+                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+                "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
             },
         ),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
@@ -128,6 +133,7 @@ REPO_EXPECTED = {
             master="spark://spark-master:7077",
             driver_memory="4g",
             shuffle_partitions=64,
+            listing_parallelism=64,
             ui_enabled=True,
         ),
         kafka=replace(REPO_BASE.kafka, bootstrap="kafka:9092"),
@@ -751,6 +757,8 @@ def test_extra_conf_non_scalar_value_is_an_error(tmp_path: Path, value: str) -> 
     ("yaml_text", "fix"),
     [
         ("ingest:\n  max_offsets_per_trigger: 0\n", "ingest.max_offsets_per_trigger must be >= 1"),
+        ("spark:\n  listing_parallelism: 0\n", "spark.listing_parallelism must be >= 1"),
+        ("spark:\n  shuffle_partitions: 0\n", "spark.shuffle_partitions must be >= 1"),
         (
             "ingest:\n  silver_max_bytes_per_trigger: 0\n",
             "ingest.silver_max_bytes_per_trigger must be >= 1",

@@ -142,6 +142,7 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": "2",
         "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
         "spark.ui.enabled": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
@@ -154,6 +155,10 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         # from conf/test.yaml spark.extra_conf, stringified
         "spark.sql.streaming.minBatchesToRetain": "5",
         "spark.ui.showConsoleProgress": "false",
+        "spark.ui.retainedJobs": "10000",
+        "spark.ui.retainedStages": "20000",
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+        "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
     }
 
 
@@ -176,6 +181,7 @@ def test_spark_conf_for_prod_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": "64",
         "spark.databricks.delta.snapshotPartitions": "64",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "64",
         "spark.ui.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
@@ -230,6 +236,7 @@ def test_extra_conf_overrides_defaults(tmp_path: Path, jar_dir: tuple[Path, list
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": "16",  # extra_conf beats shuffle_partitions: 4
         "spark.databricks.delta.snapshotPartitions": "4",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
         "spark.ui.enabled": "true",  # extra_conf beats ui_enabled: false
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
