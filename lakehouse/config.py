@@ -34,6 +34,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_SPARK_MASTER": "spark.master",
     "LAKEHOUSE_SPARK_DRIVER_MEMORY": "spark.driver_memory",
     "LAKEHOUSE_SPARK_UI": "spark.ui_enabled",
+    "LAKEHOUSE_SPARK_JVM_OPTIONS": "spark.jvm_options",
     "LAKEHOUSE_KAFKA_BOOTSTRAP": "kafka.bootstrap",
     "LAKEHOUSE_KAFKA_TOPIC": "kafka.topic",
     "LAKEHOUSE_MONGO_URI": "mongo.uri",
@@ -68,6 +69,10 @@ class SparkConfig:
     listing_parallelism: int = 8
     ui_enabled: bool = True
     log_level: str = "WARN"
+    # Options for the driver's and executors' JVMs. `make test-unit` runs the JIT's first tier
+    # only: its sessions are minutes long on tiny data, where C2 compiles more than it repays
+    # (docs/testing.md, "Spark settings for tests").
+    jvm_options: str = ""
     # Folder holding the jars resolved by `make jars` (relative paths are from the project root).
     jars_dir: str = "build/jars/spark"
     # Any further Spark settings, passed through verbatim (e.g. S3A credentials providers).

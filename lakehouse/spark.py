@@ -86,6 +86,9 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         # VACUUM leaves START/END commits in the table's history: who deleted how many files.
         "spark.databricks.delta.vacuum.logging.enabled": "true",
     }
+    if spark.jvm_options:
+        settings["spark.driver.extraJavaOptions"] = spark.jvm_options
+        settings["spark.executor.extraJavaOptions"] = spark.jvm_options
     settings.update(spark.extra_conf)
     return settings
 

@@ -118,8 +118,6 @@ REPO_EXPECTED = {
                 "spark.ui.showConsoleProgress": "false",
                 "spark.ui.retainedJobs": "10000",
                 "spark.ui.retainedStages": "20000",
-                "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-                "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
             },
         ),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
@@ -260,6 +258,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_SPARK_MASTER": ("spark://spark-master:7077", "spark://spark-master:7077"),
     "LAKEHOUSE_SPARK_DRIVER_MEMORY": ("6g", "6g"),
     "LAKEHOUSE_SPARK_UI": ("false", False),
+    "LAKEHOUSE_SPARK_JVM_OPTIONS": ("-XX:TieredStopAtLevel=1", "-XX:TieredStopAtLevel=1"),
     "LAKEHOUSE_KAFKA_BOOTSTRAP": ("kafka-1:9092,kafka-2:9092", "kafka-1:9092,kafka-2:9092"),
     "LAKEHOUSE_KAFKA_TOPIC": ("plans.cdc.v2", "plans.cdc.v2"),
     # Credentials are allowed in the environment (just not in committed conf files).

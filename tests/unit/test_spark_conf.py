@@ -157,8 +157,6 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.ui.showConsoleProgress": "false",
         "spark.ui.retainedJobs": "10000",
         "spark.ui.retainedStages": "20000",
-        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
-        "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
     }
 
 
@@ -255,3 +253,19 @@ def test_spark_conf_reports_missing_jars(tmp_path: Path) -> None:
     with pytest.raises(SparkSetupError) as excinfo:
         spark_conf(config)
     assert str(excinfo.value) == missing_message(tmp_path, ALL_CONNECTORS)
+
+
+def test_jvm_options_go_to_the_driver_and_the_executors(jar_dir: tuple[Path, list[str]]) -> None:
+    folder, _ = jar_dir
+    plain = with_jars(load_config("test", environ={}), folder)
+    tuned = with_jars(
+        load_config("test", environ={"LAKEHOUSE_SPARK_JVM_OPTIONS": "-XX:TieredStopAtLevel=1"}),
+        folder,
+    )
+    assert spark_conf(tuned) == spark_conf(plain) | {
+        "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+        "spark.executor.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+    }
+    assert not {"spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"} & set(
+        spark_conf(plain)
+    )
