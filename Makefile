@@ -30,7 +30,11 @@ SUPERSET_VENV := .venv-superset
 .PHONY: setup python superset jars ferretdb postgres-server chromium demo up down stop status test \
 	test-unit lint clean-state bench bench-quick
 
-setup: python superset jars ferretdb postgres-server chromium
+# The two virtualenvs, the jars and FerretDB are independent downloads and builds: in parallel
+# they take the time of the slowest (the Superset virtualenv). The apt packages share apt's lock.
+setup:
+	@$(MAKE) --no-print-directory -j4 python superset jars ferretdb
+	@$(MAKE) --no-print-directory postgres-server chromium
 
 python: $(STAMP_PY)
 $(STAMP_PY): pyproject.toml

@@ -2,15 +2,26 @@
 --once` builds silver, the jobs build gold; the figures must match an independent computation
 from the source documents, an incremental run must equal a full rebuild, a repeated run must
 commit nothing, and the anomaly model must be tracked and served through the MLflow registry.
+
+The main test also holds the Spark budgets of one silver micro-batch and of each gold job, full
+and incremental (the nightly flow's is in test_nightly_flow.py). Job and task counts are
+deterministic for a given input and configuration, so these bounds do not flake the way timings
+would. Each is the count measured when the bound was set plus about 25% headroom: a change that
+adds Spark work fails here and has to say why in the bound it moves, with the new measured
+figure (docs/testing.md, "Spark budgets"). No stage of this lake needs more than
+`MAX_STAGE_TASKS` tasks: a setting sized for a cluster (the 10,000-task file listing of VACUUM,
+200 shuffle partitions) fails the widest-stage bound at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io as text_io
 import random
 import statistics
 import subprocess
 from collections import Counter
+from contextlib import redirect_stdout
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import combinations
@@ -20,15 +31,25 @@ from typing import Any
 import pytest
 from support import drop_database, env_for, isolated_lakehouse
 
-from lakehouse import io
+from lakehouse import io, spark_cost
 from lakehouse.config import PROJECT_ROOT, Config
 from lakehouse.gold import detection, jobs, maintain
 from lakehouse.ingest.operations import ingest
+from lakehouse.ingest.stream import (
+    BRONZE_QUERY,
+    SILVER_QUERY,
+    BronzeBatch,
+    SilverBatch,
+    await_query,
+    start_bronze,
+    start_silver,
+)
 from lakehouse.plans.generator import generate_plan, random_change
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
 from lakehouse.quality import suites as quality_suites
 from lakehouse.quality.runner import run_quality
+from lakehouse.spark_cost import Budget, SparkCost
 from lakehouse.tables import (
     COST_TRENDS,
     GOLD_TABLES,
@@ -43,6 +64,20 @@ pytestmark = pytest.mark.usefixtures("local_stack")
 
 SEED = 61
 PLANS = 120
+
+# The widest stage any step may run: the lake's tables are one or two files each, shuffles have
+# 2 partitions here and file listings 8 tasks.
+MAX_STAGE_TASKS = 8
+# Measured (jobs, tasks) when the bound was set, in the comment; the bound is about 1.25x.
+BUDGETS = {
+    "silver batch": Budget(54, 186, MAX_STAGE_TASKS),  # 43, 149
+    "cost_analysis full": Budget(44, 70, MAX_STAGE_TASKS),  # 35, 56
+    "service_patterns full": Budget(71, 116, MAX_STAGE_TASKS),  # 57, 93
+    "anomaly_detection train+score": Budget(129, 219, MAX_STAGE_TASKS),  # 103, 175
+    "cost_analysis incremental": Budget(99, 190, MAX_STAGE_TASKS),  # 79, 152
+    "service_patterns incremental": Budget(91, 171, MAX_STAGE_TASKS),  # 73, 137
+    "anomaly_detection score": Budget(69, 93, MAX_STAGE_TASKS),  # 55, 74
+}
 
 
 def _gold_lake(config: Config, tmp_path: Path, name: str) -> Config:
@@ -175,11 +210,40 @@ def _assert_quality_is_clean(spark, lake: Config) -> None:
     assert len({r.table for r in run.results}) == 11
 
 
-def _refresh_gold(spark, lake: Config, full: bool = False) -> None:
+def _refresh_gold(spark, lake: Config, full: bool = False) -> dict[str, SparkCost]:
     """What the nightly flow runs on a night without retraining: every gold job, anomalies
-    scored with the champion (training is tested on its own below)."""
+    scored with the champion (training is tested on its own below). The cost of each job."""
+    costs = {}
     for name in ("cost_analysis", "service_patterns", "anomaly_detection"):
-        assert jobs.run(spark, lake, name, jobs.JobOptions(full=full)) == 0
+        mode = "score" if name == "anomaly_detection" else "full" if full else "incremental"
+        costs[f"{name} {mode}"] = _measured_job(spark, lake, name, jobs.JobOptions(full=full))
+    return costs
+
+
+def _build_gold(spark, lake: Config) -> dict[str, SparkCost]:
+    """`jobs run all` on a new lake, one job at a time: the cost of each."""
+    costs = {}
+    for name, options in jobs.ALL:
+        step = f"{name} {'+'.join(options.modes) if name == 'anomaly_detection' else 'full'}"
+        costs[step] = _measured_job(spark, lake, name, jobs.JobOptions(modes=options.modes))
+    return costs
+
+
+def _measured_job(spark, lake: Config, name: str, options: jobs.JobOptions) -> SparkCost:
+    with spark_cost.measure(spark) as cost, redirect_stdout(text_io.StringIO()):
+        assert jobs.run(spark, lake, name, options) == 0
+    return cost.result
+
+
+def _ingest_measuring_silver(spark, lake: Config) -> SparkCost:
+    """What `ingest --once` runs, bronze first (not measured), then the silver query alone,
+    measured; it must take one micro-batch."""
+    reports: list[BronzeBatch | SilverBatch] = []
+    await_query(start_bronze(spark, lake, once=True), BRONZE_QUERY)
+    with spark_cost.measure(spark) as cost:
+        await_query(start_silver(spark, lake, once=True, report=reports.append), SILVER_QUERY)
+    assert len([r for r in reports if isinstance(r, SilverBatch)]) == 1, reports
+    return cost.result
 
 
 @pytest.mark.timeout(900)  # several Spark jobs end to end: slow on 2 busy cores
@@ -191,14 +255,14 @@ def test_gold_matches_the_documents_and_incremental_equals_full(
         with PlanStore.open(lake, batch_size=50) as store:
             simulate(store, plans=PLANS, changes=80, seed=SEED)
             assert ingest(spark, lake, once=True) == 0
-            assert jobs.run(spark, lake, "all", jobs.JobOptions()) == 0
+            costs = _build_gold(spark, lake)
             _assert_gold_matches_documents(spark, lake, store)
 
             _assert_quality_is_clean(spark, lake)
 
             _change_some_plans(store, random.Random(SEED))
-            assert ingest(spark, lake, once=True) == 0
-            _refresh_gold(spark, lake)
+            costs["silver batch"] = _ingest_measuring_silver(spark, lake)
+            costs |= _refresh_gold(spark, lake)
             _assert_gold_matches_documents(spark, lake, store)
             _assert_quality_is_clean(spark, lake)
         for table in GOLD_TABLES[:-1]:  # anomalies: scored, not derived from silver directly
@@ -213,6 +277,15 @@ def test_gold_matches_the_documents_and_incremental_equals_full(
         # A full rebuild gives the same rows.
         _refresh_gold(spark, lake, full=True)
         assert _gold_content(spark, lake) == incremental
+
+        # Each step within its Spark budget (after the checks: a wrong result matters first).
+        overruns = {
+            step: f"{', '.join(BUDGETS[step].overruns(cost))}: {cost.render()}"
+            for step, cost in costs.items()
+            if BUDGETS[step].overruns(cost)
+        }
+        assert sorted(costs) == sorted(BUDGETS)
+        assert overruns == {}
     finally:
         drop_database(lake)
 

@@ -116,8 +116,8 @@ REPO_EXPECTED = {
             extra_conf={
                 "spark.sql.streaming.minBatchesToRetain": "5",
                 "spark.ui.showConsoleProgress": "false",
-                "spark.ui.retainedJobs": "10000",
-                "spark.ui.retainedStages": "20000",
+                "spark.ui.retainedJobs": "2000",
+                "spark.ui.retainedStages": "4000",
             },
         ),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),

@@ -155,8 +155,8 @@ def test_spark_conf_for_test_environment(jar_dir: tuple[Path, list[str]]) -> Non
         # from conf/test.yaml spark.extra_conf, stringified
         "spark.sql.streaming.minBatchesToRetain": "5",
         "spark.ui.showConsoleProgress": "false",
-        "spark.ui.retainedJobs": "10000",
-        "spark.ui.retainedStages": "20000",
+        "spark.ui.retainedJobs": "2000",
+        "spark.ui.retainedStages": "4000",
     }
 
 

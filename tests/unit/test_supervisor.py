@@ -37,7 +37,8 @@ def on_sigterm(signum, frame):
     (folder / "got_sigterm").write_text(str(signum))
     sys.exit(0)
 signal.signal(signal.SIGTERM, signal.SIG_IGN if on_term == "ignore" else on_sigterm)
-(folder / "ready").write_text(str(os.getpid()))
+(folder / "ready.tmp").write_text(str(os.getpid()))
+os.replace(folder / "ready.tmp", folder / "ready")  # whole or absent: the test reads it at once
 while True:
     signal.pause()
 """
