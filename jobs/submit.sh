@@ -20,6 +20,8 @@ esac
 # The driver always runs the project's virtualenv (the jobs import lakehouse from it). Executors
 # run PYSPARK_PYTHON: the same path is right on this machine; on a real cluster point it at the
 # executors' Python (docs/scale-out.md).
+# Spark's JVM logging before the job applies `spark.log_level` (conf/spark/log4j2.properties).
+export SPARK_CONF_DIR="${SPARK_CONF_DIR:-$here/conf/spark}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$venv/bin/python}"
 export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$venv/bin/python}"
 exec "$venv/bin/spark-submit" "${submit_args[@]}" "$@"

@@ -34,6 +34,8 @@ REQUIRED_JAR_PREFIXES = (
 
 # Where `package_zip` writes the lakehouse package that a cluster's executors import.
 PACKAGE_ZIP = PROJECT_ROOT / "build" / "dist" / "lakehouse.zip"
+# Spark's configuration folder for the sessions the project starts: its log4j2.properties.
+SPARK_CONF_DIR = PROJECT_ROOT / "conf" / "spark"
 # Fixed entry times: the same sources give the same bytes, whoever builds the zip when.
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -73,6 +75,8 @@ def spark_conf(config: Config, app_name: str | None = None) -> dict[str, str]:
         # sized for a cluster and millions of files).
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": str(spark.listing_parallelism),
         "spark.ui.enabled": "true" if spark.ui_enabled else "false",
+        # The commands print their own progress; Spark's console bars would garble those lines.
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         # An impossible date (02-30-2020) is null, never an exception that kills a stream.
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
@@ -144,6 +148,8 @@ def build_spark(config: Config, app_name: str | None = None) -> SparkSession:
         # `python3` is first on PATH: UDFs import the same packages as the driver. (Elsewhere
         # the operator names the executors' Python: docs/scale-out.md.)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The JVM's logging before `log_level` applies (conf/spark/log4j2.properties): errors only.
+    os.environ.setdefault("SPARK_CONF_DIR", str(SPARK_CONF_DIR))
     builder = SparkSession.builder
     for key, value in spark_conf(config, app_name).items():
         builder = builder.config(key, value)

@@ -101,7 +101,7 @@ REPO_BASE = Config(
 )
 
 REPO_EXPECTED = {
-    "local": REPO_BASE,
+    "local": replace(REPO_BASE, spark=replace(REPO_BASE.spark, log_level="ERROR")),
     "test": replace(
         REPO_BASE,
         environment="test",
@@ -115,7 +115,6 @@ REPO_EXPECTED = {
             log_level="ERROR",
             extra_conf={
                 "spark.sql.streaming.minBatchesToRetain": "5",
-                "spark.ui.showConsoleProgress": "false",
                 "spark.ui.retainedJobs": "2000",
                 "spark.ui.retainedStages": "4000",
             },

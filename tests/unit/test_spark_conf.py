@@ -181,6 +181,7 @@ def test_spark_conf_for_prod_environment(jar_dir: tuple[Path, list[str]]) -> Non
         "spark.databricks.delta.snapshotPartitions": "64",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "64",
         "spark.ui.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": "/data/warehouse",
@@ -236,6 +237,7 @@ def test_extra_conf_overrides_defaults(tmp_path: Path, jar_dir: tuple[Path, list
         "spark.databricks.delta.snapshotPartitions": "4",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "8",
         "spark.ui.enabled": "true",  # extra_conf beats ui_enabled: false
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.legacy.timeParserPolicy": "CORRECTED",
         "spark.sql.warehouse.dir": "/lake",
