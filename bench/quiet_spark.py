@@ -1,5 +1,6 @@
-"""The Spark settings every benchmark runs with: no UI, errors only, no console progress bars
-(they garble the per-run lines that bench/run.py streams)."""
+"""The Spark settings every benchmark runs with: no UI, errors only (Spark's console progress
+bars, which would garble the per-run lines bench/run.py streams, are off for every session:
+lakehouse.spark.spark_conf)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,5 @@ def quiet_spark(config: Config, driver_memory: str | None = None) -> Config:
         driver_memory=driver_memory or config.spark.driver_memory,
         ui_enabled=False,
         log_level="ERROR",
-        extra_conf={**config.spark.extra_conf, "spark.ui.showConsoleProgress": "false"},
     )
     return dataclasses.replace(config, spark=spark)

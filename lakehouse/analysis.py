@@ -113,13 +113,9 @@ def open_workspace(name: str, environ: Mapping[str, str] | None = None) -> Works
     notebook, and `<output_dir>/<name>/` for its figures."""
     env = os.environ if environ is None else environ
     config = load_config(environ=env)
-    # Spark's console progress bars would fill every cell's output with stage bars, and long
-    # plans would log a warning into a cell that they were shortened for display.
-    quiet = {
-        **config.spark.extra_conf,
-        "spark.ui.showConsoleProgress": "false",
-        "spark.sql.debug.maxToStringFields": "200",
-    }
+    # Long plans would log a warning into a cell that they were shortened for display (the
+    # console progress bars are off for every session: lakehouse.spark.spark_conf).
+    quiet = {**config.spark.extra_conf, "spark.sql.debug.maxToStringFields": "200"}
     spark_config = dataclasses.replace(
         config, spark=dataclasses.replace(config.spark, extra_conf=quiet)
     )
