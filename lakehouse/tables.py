@@ -59,7 +59,8 @@ PLAN_DOCUMENT = _struct(
     ("linkedPlanServices", ArrayType(PLAN_SERVICE), True),
 )
 
-# The change-event value (docs/change-events.md); `after` stays raw JSON text until validated.
+# The change-event envelope as the contract check reads it (docs/change-events.md); `after` is
+# the document as canonical JSON text, parsed by Spark against PLAN_DOCUMENT.
 CHANGE_EVENT = _struct(
     ("event_id", StringType(), True),
     ("op", StringType(), True),

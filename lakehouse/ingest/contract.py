@@ -1,74 +1,128 @@
 """Bronze records checked against the change-event contract, split into events and quarantine.
 
-The rules live in one place, `lakehouse.plans.events.parse_event` (the same code producers and
-tests use); Spark only extracts the columns of records that passed.
+One parse, one verdict: the rules live in `lakehouse.plans.events.parse_event` (the same code
+producers and tests use), and the typed columns come from that same parse. The check returns the
+envelope fields it read and the `after` document re-serialised as canonical JSON; Spark parses
+only that text, never the raw record (whose duplicate keys, long numbers or odd escapes Spark's
+parser could read differently). A record whose typed columns Spark still reads as null where the
+check saw a value is quarantined as `spark-parse-mismatch`, so nothing reaches a MERGE that could
+violate a table constraint.
 """
 
 from __future__ import annotations
+
+import json
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from lakehouse.plans.events import EventContractError, parse_event
+from lakehouse.plans.events import BAD_CREATION_DATE, EventContractError, parse_event
 from lakehouse.tables import CHANGE_EVENT, PLAN_DOCUMENT
 
-_VIOLATION = StructType([StructField("reason", StringType()), StructField("detail", StringType())])
+# Reason codes this module adds to parse_event's (docs/change-events.md).
+CHECK_FAILED = "check-failed"
+SPARK_PARSE_MISMATCH = "spark-parse-mismatch"
+
+_VERDICT = StructType(
+    [
+        StructField("reason", StringType()),
+        StructField("detail", StringType()),
+        # the envelope as the check read it; `after` as canonical JSON, null for a delete
+        StructField("event", CHANGE_EVENT),
+    ]
+)
 # Enough of a validation message to act on; the raw value is kept in full beside it.
 _MAX_DETAIL = 2000
 
+Verdict = tuple[str | None, str | None, tuple[str, str, str, int, int, str | None] | None]
 
-def _contract_violation(key: bytes | None, value: bytes | None) -> tuple[str, str] | None:
+
+def contract_verdict(key: bytes | None, value: bytes | None) -> Verdict:
+    """(reason, detail, None) for a record that breaks the contract; (None, None, the typed
+    envelope with `after` as canonical JSON) for a valid one."""
     try:
-        parse_event(
+        event = parse_event(
             None if key is None else bytes(key),
             None if value is None else bytes(value),
         )
     except EventContractError as exc:
-        return exc.reason, exc.detail[:_MAX_DETAIL]
+        return exc.reason, exc.detail[:_MAX_DETAIL], None
     except Exception as exc:  # a validator bug must quarantine the record, not kill the stream
-        return "check-failed", f"{type(exc).__name__}: {exc}"[:_MAX_DETAIL]
-    return None
+        return CHECK_FAILED, f"{type(exc).__name__}: {exc}"[:_MAX_DETAIL], None
+    after = (
+        None
+        if event.after is None
+        else json.dumps(event.after, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    )
+    return None, None, (event.event_id, event.op, event.plan_id, event.version, event.ts_ms, after)
 
 
-_contract_violation_udf = F.udf(_contract_violation, _VIOLATION)
+_verdict_udf = F.udf(contract_verdict, _VERDICT)
 
 
 def _creation_date(plan: Column) -> Column:
     return F.to_date(plan["creationDate"], "MM-dd-yyyy")
 
 
+def _spark_disagrees(plan: Column, plan_id: Column) -> Column:
+    """True where Spark's reading of a live event's document leaves null a value that the
+    tables need and the contract check saw (or reads a different id)."""
+    services = plan["linkedPlanServices"]
+    service_missing = F.exists(
+        services,
+        lambda ps: ps.isNull()
+        | ps["objectId"].isNull()
+        | ps["linkedService"]["objectId"].isNull()
+        | ps["planserviceCostShares"]["deductible"].isNull()
+        | ps["planserviceCostShares"]["copay"].isNull(),
+    )
+    return (
+        plan.isNull()
+        | ~plan["objectId"].eqNullSafe(plan_id)
+        | plan["_org"].isNull()
+        | plan["planType"].isNull()
+        | plan["planCostShares"]["deductible"].isNull()
+        | plan["planCostShares"]["copay"].isNull()
+        | services.isNull()
+        | service_missing
+    )
+
+
 def check_contract(bronze: DataFrame) -> DataFrame:
     """Bronze rows (key, value, topic, partition, offset, kafka_ts, ...) plus `reason` and
-    `detail` (both null when the record is a valid event), `event` (the parsed envelope) and
-    `plan` (the parsed `after` document).
+    `detail` (both null when the record is a valid event), `event` (the envelope as the check
+    read it: event_id, op, plan_id, version, ts_ms, after as canonical JSON) and `plan` (Spark's
+    parse of `after`).
 
     Callers use the result twice (events and quarantine), so they should persist it: the
     contract check is a Python UDF and would otherwise run twice.
     """
-    violation = _contract_violation_udf(F.col("key"), F.col("value"))
-    event = F.from_json(F.col("value").cast("string"), CHANGE_EVENT)
-    checked = bronze.withColumn("_violation", violation).withColumn("event", event)
+    checked = bronze.withColumn("_verdict", _verdict_udf(F.col("key"), F.col("value")))
+    checked = checked.withColumn("event", F.col("_verdict.event"))
     checked = checked.withColumn("plan", F.from_json(F.col("event.after"), PLAN_DOCUMENT))
-    # parse_event already rejects impossible dates; this guards the Spark parse of the same
+    live = F.col("_verdict.reason").isNull() & (F.col("event.op") != "d")
+    # parse_event already rejects impossible dates; this guards Spark's reading of the same
     # text, so a date Spark cannot read is quarantined instead of becoming a silent null.
-    unreadable_date = (
-        F.col("_violation").isNull()
-        & (F.col("event.op") != "d")
-        & _creation_date(F.col("plan")).isNull()
-    )
+    unreadable_date = live & _creation_date(F.col("plan")).isNull()
+    mismatch = live & _spark_disagrees(F.col("plan"), F.col("event.plan_id"))
     return checked.select(
         "*",
-        F.when(unreadable_date, F.lit("bad-creation_date"))
-        .otherwise(F.col("_violation.reason"))
+        F.when(unreadable_date, F.lit(BAD_CREATION_DATE))
+        .when(mismatch, F.lit(SPARK_PARSE_MISMATCH))
+        .otherwise(F.col("_verdict.reason"))
         .alias("reason"),
         F.when(
             unreadable_date,
             F.concat(F.lit("not readable as MM-dd-yyyy: "), F.col("plan.creationDate")),
         )
-        .otherwise(F.col("_violation.detail"))
+        .when(
+            mismatch,
+            F.lit("Spark's JSON reader left a required field of the checked document null"),
+        )
+        .otherwise(F.col("_verdict.detail"))
         .alias("detail"),
-    ).drop("_violation")
+    ).drop("_verdict")
 
 
 def to_quarantine(checked: DataFrame) -> DataFrame:

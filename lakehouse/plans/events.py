@@ -10,12 +10,14 @@ names the first broken rule so the record can be quarantined with that reason.
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from lakehouse.plans.schema import PlanValidationError, validate_plan
+from lakehouse.plans.schema import OBJECT_ID_RE, PlanValidationError, validate_plan
 
 OPS = ("c", "u", "d")
 # Bounds a consumer can store: versions are signed 64-bit (Delta LONG); ts_ms must be a real
@@ -23,6 +25,31 @@ OPS = ("c", "u", "d")
 MAX_VERSION = 2**63 - 1
 MAX_TS_MS = 253_402_300_799_999
 REQUIRED_FIELDS = ("event_id", "op", "plan_id", "version", "ts_ms", "after")
+# The reason for a creationDate that is not a real MM-dd-yyyy day, whoever finds it (this check
+# or the consumer's reading of the same text).
+BAD_CREATION_DATE = "bad-creation_date"
+
+# Limits of the contract (docs/change-events.md#limits), each breach with its own reason code.
+# A record over this size is refused by the producer before anything is committed; the topic's
+# max.message.bytes is set to it when the stack creates the topic (Kafka's default, 1,048,588,
+# would otherwise accept what consumers refuse). A plan of 50 services is about 25 KB.
+MAX_RECORD_BYTES = 1_000_000
+# Plans are 4 levels deep (plan > linkedPlanServices > item > linkedService); Jackson's own cap
+# is 1,000 and Python's recursion limit about as much: a bound far below both, far above plans.
+MAX_DEPTH = 16
+# Characters in one number literal (Jackson in Spark refuses over 1,000; a cost needs ~15).
+MAX_NUMBER_CHARS = 32
+# Integers anywhere in the record fit a signed 64-bit LONG (what Spark and Delta store).
+MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+# Characters in any string or key (Elasticsearch refuses keyword values over 32,766 bytes; names
+# are 200 at most by the plan schema, ids 64 by the objectId pattern, _org 100).
+MAX_STRING_CHARS = 1_000
+MAX_EVENT_ID_CHARS = 128
+# C0 and C1 control characters (tabs and newlines included): no field of a plan needs one, and
+# they break log lines, CSV exports and some sinks.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# A lone surrogate (a "\ud800" escape) parses in Python but is not encodable as UTF-8.
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
 class EventContractError(ValueError):
@@ -83,10 +110,7 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
     """
     if value is None:
         raise EventContractError("null-value", "the record has no value")
-    try:
-        body = json.loads(value.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventContractError("not-json", str(exc)) from None
+    body = loads_strict(value)
     if not isinstance(body, dict):
         raise EventContractError("not-object", f"value is a JSON {type(body).__name__}")
     missing = [f for f in REQUIRED_FIELDS if f not in body]
@@ -95,12 +119,17 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
 
     event_id, op, plan_id = body["event_id"], body["op"], body["plan_id"]
     version, ts_ms, after = body["version"], body["ts_ms"], body["after"]
-    if not isinstance(event_id, str) or not event_id:
-        raise EventContractError("bad-event_id", "event_id must be a non-empty string")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS:
+        raise EventContractError(
+            "bad-event_id", f"event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters"
+        )
     if op not in OPS:
         raise EventContractError("unknown-op", f"op {op!r} is not one of c, u, d")
-    if not isinstance(plan_id, str) or not plan_id:
-        raise EventContractError("bad-plan_id", "plan_id must be a non-empty string")
+    # The objectId pattern for every op: a delete names its plan only here.
+    if not isinstance(plan_id, str) or not OBJECT_ID_RE.fullmatch(plan_id):
+        raise EventContractError(
+            "bad-plan_id", f"plan_id must match {OBJECT_ID_RE.pattern}, got {plan_id!r:.100}"
+        )
     if key is None or key.decode("utf-8", errors="replace") != plan_id:
         shown = None if key is None else key.decode("utf-8", errors="replace")
         raise EventContractError("key-mismatch", f"key {shown!r} != plan_id {plan_id!r}")
@@ -126,7 +155,7 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
             # Its own reason: silver parses this date, and an unreadable one must never
             # become a silent null there.
             reason = (
-                "bad-creation_date"
+                BAD_CREATION_DATE
                 if any(issue.path == "creationDate" for issue in exc.errors)
                 else "schema-violation"
             )
@@ -140,3 +169,106 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(
+            "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
+        )
+    number = int(text)
+    if not MIN_INT <= number <= MAX_INT:
+        raise _Refused("bad-number", f"integer {text} is outside the signed 64-bit range")
+    return number
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(
+            "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
+        )
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Refused("bad-number", f"{text} is beyond the range of a double")
+    return number
+
+
+def _parse_constant(text: str) -> float:
+    raise _Refused("bad-number", f"{text} is not a JSON number")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _Refused("duplicate-key", f"key {twice!r:.100} appears more than once in an object")
+    return body
+
+
+def _check_string(text: str) -> None:
+    if _SURROGATE_RE.search(text):
+        raise EventContractError("bad-unicode", f"lone surrogate in {text!r:.100}")
+    if _CONTROL_RE.search(text):
+        raise EventContractError("control-character", f"control character in {text!r:.100}")
+    if len(text) > MAX_STRING_CHARS:
+        raise EventContractError(
+            "string-too-long", f"string of {len(text)} characters (max {MAX_STRING_CHARS})"
+        )
+
+
+def _check_strings_and_depth(body: Any) -> None:
+    """Every string and key within the limits; containers nested at most MAX_DEPTH deep. The
+    walk is iterative so that no document can exhaust the check's own stack."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_string(node)
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise EventContractError("too-deep", f"nesting deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            for key in node:
+                _check_string(key)
+            stack.extend((child, depth + 1) for child in node.values())
+        else:
+            stack.extend((child, depth + 1) for child in node)
+
+
+def loads_strict(value: bytes) -> Any:
+    """Parse a record value as the contract reads JSON: strict UTF-8, no duplicate keys, numbers
+    a 64-bit integer or a finite double of at most MAX_NUMBER_CHARS characters, strings without
+    control characters or lone surrogates and at most MAX_STRING_CHARS long, nesting at most
+    MAX_DEPTH. EventContractError names the first broken limit."""
+    if len(value) > MAX_RECORD_BYTES:
+        raise EventContractError("record-too-large", f"{len(value)} bytes (max {MAX_RECORD_BYTES})")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventContractError("bad-unicode", f"not UTF-8: {exc}") from None
+    try:
+        body = json.loads(
+            text,
+            object_pairs_hook=_object,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+        )
+    except _Refused as exc:
+        raise EventContractError(exc.reason, exc.detail) from None
+    except RecursionError:
+        raise EventContractError("too-deep", f"nesting deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise EventContractError("not-json", str(exc)) from None
+    _check_strings_and_depth(body)
+    return body

@@ -48,7 +48,7 @@ _FAST_CHECK = fastjsonschema.compile(PLAN_SCHEMA)
 
 # Taken from the schema so code and schema cannot drift apart. They are applied with fullmatch
 # because jsonschema uses re.search, where `$` also matches before a trailing newline.
-_OBJECT_ID_RE = re.compile(PLAN_SCHEMA["$defs"]["objectId"]["pattern"])
+OBJECT_ID_RE = re.compile(PLAN_SCHEMA["$defs"]["objectId"]["pattern"])
 _CREATION_DATE_RE = re.compile(PLAN_SCHEMA["properties"]["creationDate"]["pattern"])
 _COST_KEYS = ("deductible", "copay")
 _IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -202,12 +202,12 @@ def _custom_issues(
         if not isinstance(object_id, str):
             continue
         id_path = _join(path, "objectId")
-        if _OBJECT_ID_RE.search(object_id) and not _OBJECT_ID_RE.fullmatch(object_id):
+        if OBJECT_ID_RE.search(object_id) and not OBJECT_ID_RE.fullmatch(object_id):
             yield ValidationIssue(
                 id_path, "pattern", f"{object_id!r} has trailing characters after the id"
             )
             continue
-        if not _OBJECT_ID_RE.fullmatch(object_id):
+        if not OBJECT_ID_RE.fullmatch(object_id):
             continue
         if kind == "service":
             shared.append((id_path, object_id))

@@ -545,6 +545,8 @@ def test_non_finite_costs_are_rejected(value: float) -> None:
     expected_rules = {("planCostShares.deductible", "finite")}
     if value < 0:
         expected_rules.add(("planCostShares.deductible", "minimum"))
+    if value > 0:
+        expected_rules.add(("planCostShares.deductible", "maximum"))
     assert set(issues) == expected_rules
 
 
