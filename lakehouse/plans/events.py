@@ -22,7 +22,8 @@ from lakehouse.plans.schema import OBJECT_ID_RE, PlanValidationError, validate_p
 OPS = ("c", "u", "d")
 # Bounds a consumer can store: versions are signed 64-bit (Delta LONG); ts_ms must be a real
 # instant Spark's timestamp_millis can convert (up to 9999-12-31T23:59:59.999Z).
-MAX_VERSION = 2**63 - 1
+MAX_INT = 2**63 - 1
+MAX_VERSION = MAX_INT
 MAX_TS_MS = 253_402_300_799_999
 REQUIRED_FIELDS = ("event_id", "op", "plan_id", "version", "ts_ms", "after")
 # The reason for a creationDate that is not a real MM-dd-yyyy day, whoever finds it (this check
@@ -30,9 +31,8 @@ REQUIRED_FIELDS = ("event_id", "op", "plan_id", "version", "ts_ms", "after")
 BAD_CREATION_DATE = "bad-creation_date"
 
 # Limits of the contract (docs/change-events.md#limits), each breach with its own reason code.
-# A record over this size is refused by the producer before anything is committed; the topic's
-# max.message.bytes is set to it when the stack creates the topic (Kafka's default, 1,048,588,
-# would otherwise accept what consumers refuse). A plan of 50 services is about 25 KB.
+# A record over this size is quarantined by consumers (below Kafka's default max.message.bytes,
+# 1,048,588). A plan of 50 services is about 25 KB.
 MAX_RECORD_BYTES = 1_000_000
 # Plans are 4 levels deep (plan > linkedPlanServices > item > linkedService); Jackson's own cap
 # is 1,000 and Python's recursion limit about as much: a bound far below both, far above plans.
@@ -40,7 +40,7 @@ MAX_DEPTH = 16
 # Characters in one number literal (Jackson in Spark refuses over 1,000; a cost needs ~15).
 MAX_NUMBER_CHARS = 32
 # Integers anywhere in the record fit a signed 64-bit LONG (what Spark and Delta store).
-MIN_INT, MAX_INT = -(2**63), 2**63 - 1
+MIN_INT = -(2**63)
 # Characters in any string or key (Elasticsearch refuses keyword values over 32,766 bytes; names
 # are 200 at most by the plan schema, ids 64 by the objectId pattern, _org 100).
 MAX_STRING_CHARS = 1_000
@@ -171,45 +171,42 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Refused(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 def _parse_int(text: str) -> int:
     if len(text) > MAX_NUMBER_CHARS:
-        raise _Refused(
+        raise EventContractError(
             "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
         )
     number = int(text)
     if not MIN_INT <= number <= MAX_INT:
-        raise _Refused("bad-number", f"integer {text} is outside the signed 64-bit range")
+        raise EventContractError("bad-number", f"integer {text} is outside the signed 64-bit range")
     return number
 
 
 def _parse_float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
-        raise _Refused(
+        raise EventContractError(
             "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
         )
     number = float(text)
     if not math.isfinite(number):
-        raise _Refused("bad-number", f"{text} is beyond the range of a double")
+        raise EventContractError("bad-number", f"{text} is beyond the range of a double")
     return number
 
 
 def _parse_constant(text: str) -> float:
-    raise _Refused("bad-number", f"{text} is not a JSON number")
+    raise EventContractError("bad-number", f"{text} is not a JSON number")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     body = dict(pairs)
     if len(body) != len(pairs):
         seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _Refused("duplicate-key", f"key {twice!r:.100} appears more than once in an object")
+        for name, _ in pairs:
+            if name in seen:
+                raise EventContractError(
+                    "duplicate-key", f"key {name!r:.100} appears more than once in an object"
+                )
+            seen.add(name)
     return body
 
 
@@ -264,8 +261,6 @@ def loads_strict(value: bytes) -> Any:
             parse_float=_parse_float,
             parse_constant=_parse_constant,
         )
-    except _Refused as exc:
-        raise EventContractError(exc.reason, exc.detail) from None
     except RecursionError:
         raise EventContractError("too-deep", f"nesting deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
