@@ -14,6 +14,17 @@ from kafka import KafkaConsumer, TopicPartition
 from lakehouse import clients
 from lakehouse.config import Config
 
+# Prefect's test server (a uvicorn subprocess) waits 30 s by default; on 2 cores shared with a
+# Spark JVM and the stack it has taken longer, and a slow start is not what these tests test.
+PREFECT_STARTUP_S = 180
+
+
+def prefect_test_server() -> contextlib.AbstractContextManager[None]:
+    """Prefect's test harness (a temporary API server and database), patient on a busy machine."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    return prefect_test_harness(server_startup_timeout=PREFECT_STARTUP_S)
+
 
 def isolated_source(config: Config, name: str) -> Config:
     """`config` with a fresh change-event topic and Mongo database for one test."""

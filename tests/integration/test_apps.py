@@ -59,7 +59,6 @@ def apps(config: Config) -> Iterator[dict[str, Service]]:
                 stop_process(pid, service.marker)
 
 
-@pytest.mark.timeout(600)
 def test_prefect_serves_the_nightly_deployment_on_the_2am_cron(
     apps: dict[str, Service], config: Config
 ) -> None:
@@ -74,7 +73,6 @@ def test_prefect_serves_the_nightly_deployment_on_the_2am_cron(
     assert service_status(apps["nightly"]).healthy
 
 
-@pytest.mark.timeout(600)
 def test_mlflow_server_reads_the_registry_the_jobs_write(
     apps: dict[str, Service], config: Config
 ) -> None:
@@ -92,7 +90,6 @@ def test_mlflow_server_reads_the_registry_the_jobs_write(
     assert found["registered_model"]["name"] == name
 
 
-@pytest.mark.timeout(600)
 def test_jupyter_serves_the_notebooks_behind_its_token(
     apps: dict[str, Service], config: Config
 ) -> None:

@@ -246,7 +246,6 @@ def _ingest_measuring_silver(spark, lake: Config) -> SparkCost:
     return cost.result
 
 
-@pytest.mark.timeout(900)  # several Spark jobs end to end: slow on 2 busy cores
 def test_gold_matches_the_documents_and_incremental_equals_full(
     spark, config: Config, tmp_path: Path
 ) -> None:
@@ -347,7 +346,6 @@ def test_anomaly_model_is_tracked_registered_and_served_by_alias(
         drop_database(lake)
 
 
-@pytest.mark.timeout(900)  # several Spark jobs end to end: slow on 2 busy cores
 def test_run_all_jobs_script_builds_gold_and_fails_clearly_without_silver(
     spark, config: Config, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import WebhookReceiver, drop_database, env_for, isolated_lakehouse
+from support import WebhookReceiver, drop_database, env_for, isolated_lakehouse, prefect_test_server
 
 from flows import nightly as flows
 from lakehouse import clients, io, maintenance, spark_cost
@@ -26,12 +26,9 @@ pytestmark = pytest.mark.usefixtures("local_stack")
 NIGHTLY_BUDGET = Budget(jobs=1090, tasks=1840, widest_stage=8)
 
 
-@pytest.mark.timeout(900)  # two whole nightly runs
 def test_nightly_flow_alerts_on_failure_then_runs_end_to_end(
     spark, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
     lake = isolated_lakehouse(config, str(tmp_path / "warehouse"), "nightly")
     schema = f"gold_nightly_{tmp_path.name[-8:].replace('-', '_').lower()}"
     try:
@@ -39,7 +36,7 @@ def test_nightly_flow_alerts_on_failure_then_runs_end_to_end(
             simulate(store, plans=60, changes=40, seed=5)
         assert ingest(spark, lake, once=True) == 0
 
-        with WebhookReceiver() as receiver, prefect_test_harness():
+        with WebhookReceiver() as receiver, prefect_test_server():
             for var, value in {
                 **env_for(lake),
                 "LAKEHOUSE_STATE_DIR": str(tmp_path / "state"),

@@ -172,7 +172,6 @@ def _assert_is_a_real_plot(png: bytes, where: str) -> None:
 
 
 # the first test also builds the demo lakehouse and runs the notebooks
-@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_notebook_runs_and_shows_what_the_library_computes(
     name: str,

@@ -22,7 +22,7 @@ from pyspark.sql.types import (
     StructType,
     TimestampType,
 )
-from support import WebhookReceiver, env_for, write_plan_costs
+from support import WebhookReceiver, env_for, prefect_test_server, write_plan_costs
 
 from lakehouse import cli, io, tables
 from lakehouse.config import Config
@@ -349,12 +349,11 @@ def test_prefect_notification_block_delivers_the_alert(
     spark, config: Config, tmp_path: Path
 ) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from prefect.testing.utilities import prefect_test_harness
 
     lake = _lake(config, tmp_path)
     chosen = suites.select(lake, table="gold.plan_costs")
     _gold_costs(spark, lake, {"p-1": 100.0, "p-bad": -1.0})
-    with WebhookReceiver() as receiver, prefect_test_harness():
+    with WebhookReceiver() as receiver, prefect_test_server():
         CustomWebhookNotificationBlock(
             name="quality",
             url=receiver.url,

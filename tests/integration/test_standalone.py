@@ -94,7 +94,6 @@ def _gold(spark, lake: Config) -> dict[str, list[tuple]]:
     }
 
 
-@pytest.mark.timeout(900)  # two spark-submits on a cluster of 1-core workers: slow on 2 cores
 def test_ingest_and_gold_run_on_both_workers_and_match(
     spark, config: Config, cluster: Config, tmp_path: Path
 ) -> None:

@@ -42,7 +42,6 @@ def superset(config: Config) -> Iterator[SupersetService]:
             stop_process(pid, service.marker)
 
 
-@pytest.mark.timeout(600)
 def test_provisioned_dashboard_renders_every_chart_with_data(
     superset: SupersetService, demo_lake: Config, output_dir: Path
 ) -> None:

@@ -42,7 +42,6 @@ def _process_tree(pid: int) -> list[int]:
     return [pid] + [p for c in children.stdout.split() for p in _process_tree(int(c))]
 
 
-@pytest.mark.timeout(900)
 def test_supervised_ingest_restarts_after_a_crash_and_loses_nothing(
     spark, config: Config, tmp_path: Path
 ) -> None:
