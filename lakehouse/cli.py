@@ -103,7 +103,7 @@ def _plans(args: argparse.Namespace) -> int:
     import json
 
     from lakehouse.plans.schema import PlanValidationError
-    from lakehouse.plans.store import PlanStore
+    from lakehouse.plans.store import PlanRejectedError, PlanStore
 
     config = load_config(args.env)
     if args.action == "get":
@@ -126,6 +126,10 @@ def _plans(args: argparse.Namespace) -> int:
     except PlanValidationError as exc:
         print(f"lakehouse: {args.target} is not a valid plan; nothing was written:\n{exc}",
               file=sys.stderr)  # fmt: skip
+        return 1
+    except PlanRejectedError as exc:
+        print(f"lakehouse: {args.target} cannot go on the change stream ({exc}); nothing was "
+              "written", file=sys.stderr)  # fmt: skip
         return 1
     event = result.event
     print(f"plan {event.plan_id}: op={event.op} version={event.version} event_id={event.event_id}")

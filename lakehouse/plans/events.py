@@ -26,9 +26,55 @@ MAX_INT = 2**63 - 1
 MAX_VERSION = MAX_INT
 MAX_TS_MS = 253_402_300_799_999
 REQUIRED_FIELDS = ("event_id", "op", "plan_id", "version", "ts_ms", "after")
-# The reason for a creationDate that is not a real MM-dd-yyyy day, whoever finds it (this check
-# or the consumer's reading of the same text).
+# Reason codes of a record that breaks the contract (docs/change-events.md#reason-codes).
 BAD_CREATION_DATE = "bad-creation_date"
+BAD_EVENT_ID = "bad-event_id"
+BAD_NUMBER = "bad-number"
+BAD_PLAN_ID = "bad-plan_id"
+BAD_SOURCE = "bad-source"
+BAD_TS_MS = "bad-ts_ms"
+BAD_UNICODE = "bad-unicode"
+BAD_VERSION = "bad-version"
+CONTROL_CHARACTER = "control-character"
+DELETE_WITH_AFTER = "delete-with-after"
+DUPLICATE_KEY = "duplicate-key"
+KEY_MISMATCH = "key-mismatch"
+MISSING_AFTER = "missing-after"
+MISSING_FIELD = "missing-field"
+NOT_JSON = "not-json"
+NOT_OBJECT = "not-object"
+NULL_VALUE = "null-value"
+PLAN_ID_MISMATCH = "plan_id-mismatch"
+RECORD_TOO_LARGE = "record-too-large"
+SCHEMA_VIOLATION = "schema-violation"
+STRING_TOO_LONG = "string-too-long"
+TOO_DEEP = "too-deep"
+UNKNOWN_OP = "unknown-op"
+REASONS = (
+    BAD_CREATION_DATE,
+    BAD_EVENT_ID,
+    BAD_NUMBER,
+    BAD_PLAN_ID,
+    BAD_SOURCE,
+    BAD_TS_MS,
+    BAD_UNICODE,
+    BAD_VERSION,
+    CONTROL_CHARACTER,
+    DELETE_WITH_AFTER,
+    DUPLICATE_KEY,
+    KEY_MISMATCH,
+    MISSING_AFTER,
+    MISSING_FIELD,
+    NOT_JSON,
+    NOT_OBJECT,
+    NULL_VALUE,
+    PLAN_ID_MISMATCH,
+    RECORD_TOO_LARGE,
+    SCHEMA_VIOLATION,
+    STRING_TOO_LONG,
+    TOO_DEEP,
+    UNKNOWN_OP,
+)
 
 # Limits of the contract (docs/change-events.md#limits), each breach with its own reason code.
 # A record over this size is quarantined by consumers (below Kafka's default max.message.bytes,
@@ -88,7 +134,9 @@ class ChangeEvent:
         return body
 
     def value(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        """The record value; ValueError for NaN or infinity, which JSON cannot carry."""
+        body = self.to_dict()
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> ChangeEvent:
@@ -109,46 +157,46 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
     Unknown extra fields are tolerated (producers may add fields; consumers ignore them).
     """
     if value is None:
-        raise EventContractError("null-value", "the record has no value")
+        raise EventContractError(NULL_VALUE, "the record has no value")
     body = loads_strict(value)
     if not isinstance(body, dict):
-        raise EventContractError("not-object", f"value is a JSON {type(body).__name__}")
+        raise EventContractError(NOT_OBJECT, f"value is a JSON {type(body).__name__}")
     missing = [f for f in REQUIRED_FIELDS if f not in body]
     if missing:
-        raise EventContractError("missing-field", ", ".join(missing))
+        raise EventContractError(MISSING_FIELD, ", ".join(missing))
 
     event_id, op, plan_id = body["event_id"], body["op"], body["plan_id"]
     version, ts_ms, after = body["version"], body["ts_ms"], body["after"]
     if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS:
         raise EventContractError(
-            "bad-event_id", f"event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters"
+            BAD_EVENT_ID, f"event_id must be a string of 1 to {MAX_EVENT_ID_CHARS} characters"
         )
     if op not in OPS:
-        raise EventContractError("unknown-op", f"op {op!r} is not one of c, u, d")
+        raise EventContractError(UNKNOWN_OP, f"op {op!r} is not one of c, u, d")
     # The objectId pattern for every op: a delete names its plan only here.
     if not isinstance(plan_id, str) or not OBJECT_ID_RE.fullmatch(plan_id):
         raise EventContractError(
-            "bad-plan_id", f"plan_id must match {OBJECT_ID_RE.pattern}, got {plan_id!r:.100}"
+            BAD_PLAN_ID, f"plan_id must match {OBJECT_ID_RE.pattern}, got {plan_id!r:.100}"
         )
     if key is None or key.decode("utf-8", errors="replace") != plan_id:
         shown = None if key is None else key.decode("utf-8", errors="replace")
-        raise EventContractError("key-mismatch", f"key {shown!r} != plan_id {plan_id!r}")
+        raise EventContractError(KEY_MISMATCH, f"key {shown!r} != plan_id {plan_id!r}")
     if not _is_int(version) or not 1 <= version <= MAX_VERSION:
         raise EventContractError(
-            "bad-version", f"version must be an integer in [1, 2**63), got {version!r}"
+            BAD_VERSION, f"version must be an integer in [1, 2**63), got {version!r}"
         )
     if not _is_int(ts_ms) or not 0 <= ts_ms <= MAX_TS_MS:
         raise EventContractError(
-            "bad-ts_ms", f"ts_ms must be epoch milliseconds up to year 9999, got {ts_ms!r}"
+            BAD_TS_MS, f"ts_ms must be epoch milliseconds up to year 9999, got {ts_ms!r}"
         )
     if "source" in body and body["source"] is not None and not isinstance(body["source"], dict):
-        raise EventContractError("bad-source", "source must be an object when present")
+        raise EventContractError(BAD_SOURCE, "source must be an object when present")
     if op == "d":
         if after is not None:
-            raise EventContractError("delete-with-after", "a delete event carries after = null")
+            raise EventContractError(DELETE_WITH_AFTER, "a delete event carries after = null")
     else:
         if not isinstance(after, dict):
-            raise EventContractError("missing-after", f"op {op!r} needs the full document")
+            raise EventContractError(MISSING_AFTER, f"op {op!r} needs the full document")
         try:
             validate_plan(after)
         except PlanValidationError as exc:
@@ -157,12 +205,12 @@ def parse_event(key: bytes | None, value: bytes | None) -> ChangeEvent:
             reason = (
                 BAD_CREATION_DATE
                 if any(issue.path == "creationDate" for issue in exc.errors)
-                else "schema-violation"
+                else SCHEMA_VIOLATION
             )
             raise EventContractError(reason, str(exc).replace("\n", "; ")) from None
         if after["objectId"] != plan_id:
             raise EventContractError(
-                "plan_id-mismatch", f"after.objectId {after['objectId']!r} != plan_id {plan_id!r}"
+                PLAN_ID_MISMATCH, f"after.objectId {after['objectId']!r} != plan_id {plan_id!r}"
             )
     return ChangeEvent.from_dict(body)
 
@@ -174,27 +222,27 @@ def _is_int(value: object) -> bool:
 def _parse_int(text: str) -> int:
     if len(text) > MAX_NUMBER_CHARS:
         raise EventContractError(
-            "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
+            BAD_NUMBER, f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
         )
     number = int(text)
     if not MIN_INT <= number <= MAX_INT:
-        raise EventContractError("bad-number", f"integer {text} is outside the signed 64-bit range")
+        raise EventContractError(BAD_NUMBER, f"integer {text} is outside the signed 64-bit range")
     return number
 
 
 def _parse_float(text: str) -> float:
     if len(text) > MAX_NUMBER_CHARS:
         raise EventContractError(
-            "bad-number", f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
+            BAD_NUMBER, f"number literal of {len(text)} characters (max {MAX_NUMBER_CHARS})"
         )
     number = float(text)
     if not math.isfinite(number):
-        raise EventContractError("bad-number", f"{text} is beyond the range of a double")
+        raise EventContractError(BAD_NUMBER, f"{text} is beyond the range of a double")
     return number
 
 
 def _parse_constant(text: str) -> float:
-    raise EventContractError("bad-number", f"{text} is not a JSON number")
+    raise EventContractError(BAD_NUMBER, f"{text} is not a JSON number")
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -204,7 +252,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         for name, _ in pairs:
             if name in seen:
                 raise EventContractError(
-                    "duplicate-key", f"key {name!r:.100} appears more than once in an object"
+                    DUPLICATE_KEY, f"key {name!r:.100} appears more than once in an object"
                 )
             seen.add(name)
     return body
@@ -212,12 +260,12 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _check_string(text: str) -> None:
     if _SURROGATE_RE.search(text):
-        raise EventContractError("bad-unicode", f"lone surrogate in {text!r:.100}")
+        raise EventContractError(BAD_UNICODE, f"lone surrogate in {text!r:.100}")
     if _CONTROL_RE.search(text):
-        raise EventContractError("control-character", f"control character in {text!r:.100}")
+        raise EventContractError(CONTROL_CHARACTER, f"control character in {text!r:.100}")
     if len(text) > MAX_STRING_CHARS:
         raise EventContractError(
-            "string-too-long", f"string of {len(text)} characters (max {MAX_STRING_CHARS})"
+            STRING_TOO_LONG, f"string of {len(text)} characters (max {MAX_STRING_CHARS})"
         )
 
 
@@ -233,7 +281,7 @@ def _check_strings_and_depth(body: Any) -> None:
         if not isinstance(node, dict | list):
             continue
         if depth > MAX_DEPTH:
-            raise EventContractError("too-deep", f"nesting deeper than {MAX_DEPTH} levels")
+            raise EventContractError(TOO_DEEP, f"nesting deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             for key in node:
                 _check_string(key)
@@ -248,11 +296,11 @@ def loads_strict(value: bytes) -> Any:
     control characters or lone surrogates and at most MAX_STRING_CHARS long, nesting at most
     MAX_DEPTH. EventContractError names the first broken limit."""
     if len(value) > MAX_RECORD_BYTES:
-        raise EventContractError("record-too-large", f"{len(value)} bytes (max {MAX_RECORD_BYTES})")
+        raise EventContractError(RECORD_TOO_LARGE, f"{len(value)} bytes (max {MAX_RECORD_BYTES})")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise EventContractError("bad-unicode", f"not UTF-8: {exc}") from None
+        raise EventContractError(BAD_UNICODE, f"not UTF-8: {exc}") from None
     try:
         body = json.loads(
             text,
@@ -262,8 +310,8 @@ def loads_strict(value: bytes) -> Any:
             parse_constant=_parse_constant,
         )
     except RecursionError:
-        raise EventContractError("too-deep", f"nesting deeper than {MAX_DEPTH} levels") from None
+        raise EventContractError(TOO_DEEP, f"nesting deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
-        raise EventContractError("not-json", str(exc)) from None
+        raise EventContractError(NOT_JSON, str(exc)) from None
     _check_strings_and_depth(body)
     return body

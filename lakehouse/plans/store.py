@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from lakehouse import clients
 from lakehouse.config import Config
-from lakehouse.plans.events import ChangeEvent
+from lakehouse.plans.events import BAD_NUMBER, ChangeEvent, EventContractError, parse_event
 from lakehouse.plans.merge import merge_patch
 from lakehouse.plans.schema import validate_plan
 
@@ -54,6 +54,17 @@ class PlanExistsError(PlanStoreError):
 
 class ConcurrentWriteError(PlanStoreError):
     """The plan changed between read and write (optimistic concurrency on the version)."""
+
+
+class PlanRejectedError(PlanStoreError, ValueError):
+    """The write would publish a change event that breaks the contract (a control character,
+    an over-long string, a number JSON cannot carry, a record over the size limit); nothing was
+    written. `reason` is the contract's code (docs/change-events.md)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class PublishError(PlanStoreError):
@@ -256,6 +267,9 @@ class PlanStore:
             after=copy.deepcopy(document),
             source=self.source,
         )
+        # Checked before anything is stored: a committed event no consumer accepts would wait
+        # in the outbox forever and block every later write of the plan.
+        _refuse_unpublishable(event)
         stored: dict[str, Any] = {"_id": plan_id, **(document or {})}
         stored[META] = {
             "version": version,
@@ -348,6 +362,18 @@ class PlanStore:
                 upsert=True,
             )
             self._known_services.add(service["objectId"])
+
+
+def _refuse_unpublishable(event: ChangeEvent) -> None:
+    """Raise PlanRejectedError unless consumers would accept `event` as it goes on the topic."""
+    try:
+        value = event.value()
+    except ValueError as exc:  # NaN or infinity
+        raise PlanRejectedError(BAD_NUMBER, f"plan {event.plan_id!r}: {exc}") from None
+    try:
+        parse_event(event.key(), value)
+    except EventContractError as exc:
+        raise PlanRejectedError(exc.reason, f"plan {event.plan_id!r}: {exc.detail}") from None
 
 
 def _plan_of(raw: dict[str, Any]) -> dict[str, Any]:

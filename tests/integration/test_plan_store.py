@@ -16,7 +16,13 @@ from lakehouse.config import Config
 from lakehouse.plans.events import parse_event
 from lakehouse.plans.generator import generate_plan
 from lakehouse.plans.schema import PlanValidationError
-from lakehouse.plans.store import PlanExistsError, PlanNotFoundError, PlanStore, PublishError
+from lakehouse.plans.store import (
+    PlanExistsError,
+    PlanNotFoundError,
+    PlanRejectedError,
+    PlanStore,
+    PublishError,
+)
 from lakehouse.stack.manager import start_service
 from lakehouse.stack.process import read_pid, stop_process
 from lakehouse.stack.services import KafkaService
@@ -101,6 +107,27 @@ def test_invalid_document_writes_and_publishes_nothing(source: Config):
             store.create(plan)
         assert store.get(plan["objectId"]) == plan
         assert store.version(plan["objectId"]) == 1
+    after = end_offsets(source)
+    assert sum(after.values()) - sum(before.values()) == 1  # only the valid create
+
+
+def test_a_write_consumers_would_quarantine_is_refused_before_anything_is_stored(source: Config):
+    # Valid by the plan schema, but not publishable: a control character in a service name.
+    plan = generate_plan(11, 2).doc
+    bell = copy.deepcopy(plan)
+    bell["linkedPlanServices"][0]["linkedService"]["name"] = "Yoga\u0007 class"
+    with PlanStore.open(source) as store:
+        before = end_offsets(source)
+        with pytest.raises(PlanRejectedError) as err:
+            store.create(bell)
+        assert (err.value.reason, store.plans.count_documents({})) == ("control-character", 0)
+        assert store.services.count_documents({}) == 0
+
+        store.create(plan)
+        with pytest.raises(PlanRejectedError, match="control-character"):
+            store.patch(plan["objectId"], {"planCostShares": {"_org": "tab\there.example"}})
+        assert (store.get(plan["objectId"]), store.version(plan["objectId"])) == (plan, 1)
+        assert store.count_pending() == 0
     after = end_offsets(source)
     assert sum(after.values()) - sum(before.values()) == 1  # only the valid create
 
