@@ -139,11 +139,18 @@ def _plans(args: argparse.Namespace) -> int:
 def _outbox(args: argparse.Namespace) -> int:
     from lakehouse.plans.store import PlanStore
 
+    code = 0
     with PlanStore.open(load_config(args.env)) as store:
         if args.action == "drain":
-            print(f"outbox: published {store.drain_outbox()} pending events")
+            result = store.drain_outbox()
+            print(f"outbox: published {result.published} pending events")
+            for refused in result.refused:
+                print(f"outbox: refused {refused.plan_id} v{refused.version} "
+                      f"(event {refused.event_id}): {refused.reason}: {refused.detail}; the "
+                      "plan's next write supersedes it", file=sys.stderr)  # fmt: skip
+            code = 1 if result.refused else 0
         print(f"outbox: {store.count_pending()} events pending")
-    return 0
+    return code
 
 
 def _with_spark(args: argparse.Namespace, app_name: str, work) -> int:

@@ -71,10 +71,37 @@ class PublishError(PlanStoreError):
     """The change event could not be published; see the message for what was committed."""
 
 
+class EventRefused(PlanStoreError):
+    """A pending event that can never be published (see RefusedEvent)."""
+
+    def __init__(self, event: RefusedEvent) -> None:
+        super().__init__(f"{event.plan_id} v{event.version}: {event.reason}: {event.detail}")
+        self.event = event
+
+
 @dataclass(frozen=True)
 class WriteResult:
     event: ChangeEvent
     published: bool  # False in batch mode: confirmed later by `flush`
+
+
+@dataclass(frozen=True)
+class RefusedEvent:
+    """A pending event that can never be published as it is: it breaks the contract (stored
+    before the store checked it) or the broker refuses the record itself. It stays in the
+    outbox until the plan's next write, which supersedes it."""
+
+    plan_id: str
+    version: int
+    event_id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    published: int
+    refused: tuple[RefusedEvent, ...]
 
 
 def make_producer(config: Config, linger_ms: int = 0) -> KafkaProducer:
@@ -231,14 +258,20 @@ class PlanStore:
         """Delete the plan and its own children; shared services stay in `services`."""
         return self._commit(plan_id, self._live(plan_id), "d", None)
 
-    def drain_outbox(self, limit: int | None = None) -> int:
-        """Publish every pending event (oldest first) and clear it; returns how many."""
+    def drain_outbox(self, limit: int | None = None) -> DrainResult:
+        """Publish every pending event (oldest first) and clear it. An event that can never be
+        published is reported and passed over, so one bad event does not hold back the rest;
+        an unreachable broker raises PublishError (nothing pending is lost)."""
         query = self.plans.find({f"{META}.outbox": {"$exists": True}}).sort(f"{META}.updated_ms")
-        drained = 0
+        published, refused = 0, []
         for raw in query.limit(limit or 0):
-            self._publish_pending(raw)
-            drained += 1
-        return drained
+            try:
+                self._publish_pending(raw)
+            except EventRefused as exc:
+                refused.append(exc.event)
+            else:
+                published += 1
+        return DrainResult(published, tuple(refused))
 
     # -------------------------------------------------------------------------- internals
     def _current(self, plan_id: str) -> dict[str, Any] | None:
@@ -246,7 +279,12 @@ class PlanStore:
         outbox = raw[META].get("outbox") if raw is not None else None
         if outbox is not None and outbox["event_id"] not in self._in_flight:
             # Publish this plan's earlier change first, so its events stay complete and ordered.
-            self._publish_pending(raw)
+            try:
+                self._publish_pending(raw)
+            except EventRefused:
+                # Never publishable: this write supersedes it (consumers see a version gap,
+                # which the version guard allows), instead of the plan being stuck for good.
+                return raw
             raw = self.plans.find_one({"_id": plan_id})
         return raw
 
@@ -315,9 +353,19 @@ class PlanStore:
         )
 
     def _publish_pending(self, raw: dict[str, Any]) -> None:
+        """Publish a stored pending event; EventRefused when it can never be published."""
         event = ChangeEvent.from_dict(raw[META]["outbox"])
         try:
+            _refuse_unpublishable(event)
+        except PlanRejectedError as exc:
+            raise EventRefused(_refused(event, exc.reason, exc.detail)) from None
+        from kafka.errors import CorruptRecordError, InvalidRecordError, MessageSizeTooLargeError
+
+        try:
             self._publish(event)
+        # The broker's verdict on this record itself (too large, invalid): retrying cannot help.
+        except (MessageSizeTooLargeError, InvalidRecordError, CorruptRecordError) as exc:
+            raise EventRefused(_refused(event, "refused-by-broker", repr(exc))) from None
         except Exception as exc:
             raise PublishError(
                 f"plan {event.plan_id!r} has an unpublished change (version {event.version}) "
@@ -362,6 +410,10 @@ class PlanStore:
                 upsert=True,
             )
             self._known_services.add(service["objectId"])
+
+
+def _refused(event: ChangeEvent, reason: str, detail: str) -> RefusedEvent:
+    return RefusedEvent(event.plan_id, event.version, event.event_id, reason, detail)
 
 
 def _refuse_unpublishable(event: ChangeEvent) -> None:

@@ -13,15 +13,17 @@ import pytest
 from support import drop_database, end_offsets, free_port, isolated_source, read_topic
 
 from lakehouse.config import Config
-from lakehouse.plans.events import parse_event
+from lakehouse.plans.events import ChangeEvent, parse_event
 from lakehouse.plans.generator import generate_plan
 from lakehouse.plans.schema import PlanValidationError
 from lakehouse.plans.store import (
+    DrainResult,
     PlanExistsError,
     PlanNotFoundError,
     PlanRejectedError,
     PlanStore,
     PublishError,
+    RefusedEvent,
 )
 from lakehouse.stack.manager import start_service
 from lakehouse.stack.process import read_pid, stop_process
@@ -132,6 +134,52 @@ def test_a_write_consumers_would_quarantine_is_refused_before_anything_is_stored
     assert sum(after.values()) - sum(before.values()) == 1  # only the valid create
 
 
+def test_drain_passes_over_an_event_that_can_never_be_published(source: Config):
+    # Events stored before the store checked the contract: one that breaks it (a control
+    # character), one that keeps it. The drain publishes the good one and reports the other;
+    # the plan's next write supersedes the refused event.
+    poisoned, fine = generate_plan(11, 3).doc, generate_plan(11, 4).doc
+    with PlanStore.open(source) as store:
+        store.create(poisoned)
+        store.create(fine)
+        bell = copy.deepcopy(poisoned) | {"planType": "PP\u0007O"}
+        for plan, after in ((poisoned, bell), (fine, fine | {"planType": "EPO"})):
+            pending = ChangeEvent(
+                "u", plan["objectId"], 2, after, event_id=f"ev-{plan['objectId']}"
+            )
+            stored = after | {"_id": plan["objectId"]}
+            stored["_lakehouse"] = {
+                "version": 2,
+                "deleted": False,
+                "updated_ms": pending.ts_ms,
+                "outbox": pending.to_dict(),
+            }
+            store.plans.replace_one({"_id": plan["objectId"]}, stored)
+        before = end_offsets(source)
+
+        result = store.drain_outbox()
+        assert result.published == 1
+        assert [dataclasses.replace(r, detail="") for r in result.refused] == [
+            RefusedEvent(
+                poisoned["objectId"], 2, f"ev-{poisoned['objectId']}", "control-character", ""
+            )
+        ]
+        assert "control character" in result.refused[0].detail
+        assert sum(end_offsets(source).values()) - sum(before.values()) == 1
+
+        store.replace(poisoned["objectId"], poisoned)
+        assert (store.version(poisoned["objectId"]), store.count_pending()) == (3, 0)
+    published = summarise(read_topic(source))
+    assert [(key, op, version) for key, op, version, _ in published] == sorted(
+        [
+            (poisoned["objectId"], "c", 1),
+            (poisoned["objectId"], "u", 3),
+            (fine["objectId"], "c", 1),
+            (fine["objectId"], "u", 2),
+        ]
+    )
+
+
 def _json_bytes(value: dict) -> bytes:
     import json
 
@@ -192,7 +240,7 @@ def test_broker_down_fails_loudly_and_loses_nothing(private_broker):
         # is to drain again, so retry a bounded number of times.
         for attempt in range(3):
             try:
-                assert store.drain_outbox() == 1
+                assert store.drain_outbox() == DrainResult(1, ())
                 break
             except PublishError:
                 if attempt == 2:
