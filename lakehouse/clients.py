@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 # FerretDB lacks $sample, which the connector's default partitioners use: read in one partition.
 MONGO_PARTITIONER = "com.mongodb.spark.sql.connector.read.partitioner.SinglePartitionPartitioner"
+# Largest record batch a topic we create accepts: one record of the contract's maximum size
+# (events.MAX_RECORD_BYTES) plus batch overhead, and no more, whatever the broker's own default;
+# the broker refuses anything larger at produce time, so it never reaches a consumer.
+TOPIC_MAX_MESSAGE_BYTES = 1_048_588
 
 
 def kafka_admin(config: Config) -> KafkaAdminClient:
@@ -34,7 +38,13 @@ def ensure_topic(config: Config, topic: str, partitions: int = 3) -> None:
     admin = kafka_admin(config)
     try:
         if topic not in admin.list_topics():
-            admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+            new = NewTopic(
+                topic,
+                num_partitions=partitions,
+                replication_factor=1,
+                topic_configs={"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)},
+            )
+            admin.create_topics([new])
     except TopicAlreadyExistsError:
         pass  # created concurrently by another process: that is what we wanted
     finally:

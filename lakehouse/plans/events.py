@@ -77,8 +77,8 @@ REASONS = (
 )
 
 # Limits of the contract (docs/change-events.md#limits), each breach with its own reason code.
-# A record over this size is quarantined by consumers (below Kafka's default max.message.bytes,
-# 1,048,588). A plan of 50 services is about 25 KB.
+# A record over this size is quarantined by consumers; topics we create refuse batches over
+# clients.TOPIC_MAX_MESSAGE_BYTES, just above it. A plan of 50 services is about 25 KB.
 MAX_RECORD_BYTES = 1_000_000
 # Plans are 4 levels deep (plan > linkedPlanServices > item > linkedService); Jackson's own cap
 # is 1,000 and Python's recursion limit about as much: a bound far below both, far above plans.

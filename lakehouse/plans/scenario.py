@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lakehouse.plans.events import ChangeEvent
+from lakehouse.plans.events import MAX_RECORD_BYTES, ChangeEvent
 from lakehouse.plans.generator import generate_plan, random_change
 from lakehouse.plans.merge import merge_patch
 
@@ -146,7 +146,8 @@ def hostile_records(template: ChangeEvent) -> list[RawRecord]:
     """Records that Python's json accepts but that break a limit of the contract, or that a
     stricter parser (Spark's Jackson) or a sink (Elasticsearch) would read differently or refuse;
     each with the reason it must get. Deletes among them: a delete names its plan only in the
-    envelope. (Records over MAX_RECORD_BYTES are refused by the topic itself.)"""
+    envelope. (A topic we create refuses records much over MAX_RECORD_BYTES: the one over it
+    here is just over, padded with whitespace, so its size is all that is wrong.)"""
     body = template.to_dict()
     key = template.key()
     delete = body | {"op": "d", "after": None}
@@ -175,7 +176,9 @@ def hostile_records(template: ChangeEvent) -> list[RawRecord]:
     )
     surrogate = text(body).replace(b'"_org": "', b'"_org": "\\ud800', 1)
     long_id = "p" * 300
+    padded = text(body).replace(b"{", b"{" + b" " * MAX_RECORD_BYTES, 1)
     return [
+        RawRecord(key, padded, "record-too-large"),
         RawRecord(key, text(body, '"extra": ' + "1" * 1001), "bad-number"),
         RawRecord(key, text(delete, '"extra": ' + "9" * 1001), "bad-number"),
         RawRecord(key, text(body, '"extra": ' + str(2**70)), "bad-number"),

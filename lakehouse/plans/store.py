@@ -147,6 +147,7 @@ class PlanStore:
         self.plans: Collection = database[config.mongo.collection]
         self.services: Collection = database[SERVICES_COLLECTION]
         self._producer = producer
+        self._own_producer = producer is None
         self._known_services: set[str] = set()
         self.source = {
             "system": "lakehouse.plans",
@@ -365,6 +366,11 @@ class PlanStore:
             self._publish(event)
         # The broker's verdict on this record itself (too large, invalid): retrying cannot help.
         except (MessageSizeTooLargeError, InvalidRecordError, CorruptRecordError) as exc:
+            # kafka-python 3.0 fails every later send of a producer whose record the broker
+            # refused (measured): start afresh, so the events after this one still go out.
+            if self._own_producer:
+                self._producer.close(timeout=5)
+                self._producer = None
             raise EventRefused(_refused(event, "refused-by-broker", repr(exc))) from None
         except Exception as exc:
             raise PublishError(

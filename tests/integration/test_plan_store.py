@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from support import drop_database, end_offsets, free_port, isolated_source, read_topic
 
+from lakehouse import clients
+from lakehouse.clients import TOPIC_MAX_MESSAGE_BYTES
 from lakehouse.config import Config
-from lakehouse.plans.events import ChangeEvent, parse_event
+from lakehouse.plans.events import MAX_RECORD_BYTES, ChangeEvent, parse_event
 from lakehouse.plans.generator import generate_plan
 from lakehouse.plans.schema import PlanValidationError
 from lakehouse.plans.store import (
@@ -178,6 +180,34 @@ def test_drain_passes_over_an_event_that_can_never_be_published(source: Config):
             (fine["objectId"], "u", 2),
         ]
     )
+
+
+def test_the_topic_refuses_a_record_far_over_the_contract_limit(source: Config):
+    from kafka import KafkaProducer
+    from kafka.errors import MessageSizeTooLargeError
+
+    # A client that would send it (the default client refuses over 1 MiB itself): the broker
+    # refuses it by the topic's own max.message.bytes, so no consumer ever has to hold it.
+    # A record just over the contract's limit still goes on (consumers quarantine it).
+    clients.ensure_topic(source, source.kafka.topic)
+    before = end_offsets(source)
+    huge = b'{"pad": "' + b"x" * (TOPIC_MAX_MESSAGE_BYTES + 1000) + b'"}'
+    just_over = b" " * MAX_RECORD_BYTES + b"{}"
+    # One producer per record: kafka-python 3.0 fails every send after a broker refusal.
+    for value, refused in ((huge, True), (just_over, False)):
+        producer = KafkaProducer(
+            bootstrap_servers=source.kafka.bootstrap, max_request_size=4 * 2**20, acks="all"
+        )
+        try:
+            send = producer.send(source.kafka.topic, key=b"plan-big", value=value)
+            if refused:
+                with pytest.raises(MessageSizeTooLargeError):
+                    send.get(timeout=30)
+            else:
+                send.get(timeout=30)
+        finally:
+            producer.close()
+    assert sum(end_offsets(source).values()) - sum(before.values()) == 1
 
 
 def _json_bytes(value: dict) -> bytes:
