@@ -94,6 +94,22 @@ QUARANTINE_PLAN_EVENTS = _struct(
     ("quarantined_at", TimestampType(), False),
 )
 
+# Documents a sink refused for their content (not for being unreachable): the plan stays in
+# silver, the sink keeps its previous state of the plan until a later version is accepted.
+SINK_REFUSALS = _struct(
+    ("sink", StringType(), False),  # "elasticsearch"
+    ("operation", StringType(), False),  # index or delete
+    ("plan_id", StringType(), False),
+    ("version", LongType(), False),
+    ("status", IntegerType(), True),  # the sink's status code for this document
+    ("error", StringType(), False),
+    ("document", StringType(), True),  # what was sent, as JSON; null for a delete
+    # where the plan's version came from in the change stream (null for a snapshot row)
+    ("kafka_partition", IntegerType(), True),
+    ("kafka_offset", LongType(), True),
+    ("refused_at", TimestampType(), False),
+)
+
 SILVER_PLANS = _struct(
     ("plan_id", StringType(), False),
     ("version", LongType(), False),
@@ -334,6 +350,7 @@ class Table:
 
 BRONZE_EVENTS = Table("bronze.plan_events", "bronze/plan_events", BRONZE_PLAN_EVENTS)
 QUARANTINE = Table("quarantine.plan_events", "quarantine/plan_events", QUARANTINE_PLAN_EVENTS)
+REFUSED_DOCUMENTS = Table("quarantine.sink_refusals", "quarantine/sink_refusals", SINK_REFUSALS)
 PLANS = Table("silver.plans", "silver/plans", SILVER_PLANS)
 PLAN_SERVICES = Table("silver.plan_services", "silver/plan_services", SILVER_PLAN_SERVICES)
 SERVICES = Table("silver.services", "silver/services", SILVER_SERVICES)
@@ -379,7 +396,15 @@ QUALITY_METRICS_TABLE = Table("quality.metrics", "quality/metrics", QUALITY_METR
 # Every table a quality suite can name, by its name.
 TABLES_BY_NAME: dict[str, Table] = {
     t.name: t
-    for t in (BRONZE_EVENTS, QUARANTINE, SNAPSHOTS, *SILVER_TABLES, *GOLD_TABLES, RECONCILIATION)
+    for t in (
+        BRONZE_EVENTS,
+        QUARANTINE,
+        REFUSED_DOCUMENTS,
+        SNAPSHOTS,
+        *SILVER_TABLES,
+        *GOLD_TABLES,
+        RECONCILIATION,
+    )
 }
 
 # Every table `lakehouse maintain` compacts and vacuums, in the order it does so.
@@ -387,6 +412,7 @@ MAINTAINED_TABLES = (
     BRONZE_EVENTS,
     SNAPSHOTS,
     QUARANTINE,
+    REFUSED_DOCUMENTS,
     *SILVER_TABLES,
     *GOLD_TABLES,
     RECONCILIATION,

@@ -4,7 +4,9 @@ Every step is idempotent, so a batch replayed after a crash, at any point, conve
 tables:
 - silver.plans: MERGE guarded by version (an older or equal version never overwrites);
 - plan_history: insert (plan_id, version) if absent, then recompute valid_to of touched plans;
-- plan_services / services / the search index: rebuilt from silver.plans for touched plans.
+- plan_services / services / the search index: rebuilt from silver.plans for touched plans;
+- quarantine.sink_refusals: a document the index refused for its content, inserted once per
+  (sink, operation, plan_id, version), so a replay adds nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lakehouse.tables import (
     PLAN_HISTORY,
     PLAN_SERVICES,
     PLANS,
+    REFUSED_DOCUMENTS,
     SERVICES,
     SILVER_PLAN_SERVICES,
     SILVER_TABLES,
@@ -37,6 +40,7 @@ class ApplyResult:
     events: int
     plans_touched: int
     plans_changed: int
+    refused: int = 0  # documents the search index refused (quarantine.sink_refusals)
 
 
 def apply_plan_events(
@@ -73,10 +77,14 @@ def apply_plan_events(
                 _merge_plan_services(linked, touched, config)
         finally:
             linked.unpersist()
+        refused = 0
         if search_index:
             with timer("search"):
-                search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
-        return ApplyResult(event_count, current.count(), plans_changed)
+                sync = search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
+            if sync.refused:
+                with timer("refusals"):
+                    refused = _record_refusals(sync.refused, current, config)
+        return ApplyResult(event_count, current.count(), plans_changed, refused)
     finally:
         current.unpersist()
 
@@ -167,6 +175,27 @@ def _merge_services(linked: DataFrame, config: Config) -> None:
         .whenNotMatchedInsertAll()
         .execute()
     )
+
+
+def _record_refusals(refused: tuple[search.Refusal, ...], plans: DataFrame, config: Config) -> int:
+    spark = plans.sparkSession
+    frame = spark.createDataFrame(
+        [(r.operation, r.plan_id, r.version, r.status, r.error, r.document) for r in refused],
+        search.REFUSAL,
+    )
+    rows = search.to_refusal_rows(frame, plans)
+    keys = ("sink", "operation", "plan_id", "version")
+    (
+        io.ensure_table(spark, config, REFUSED_DOCUMENTS)
+        .alias("t")
+        .merge(rows.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    for r in refused:
+        log.warning("elasticsearch refused %s of %s v%d (%d): %s",
+                    r.operation, r.plan_id, r.version, r.status, r.error[:300])  # fmt: skip
+    return len(refused)
 
 
 def ensure_silver_tables(spark: SparkSession, config: Config) -> None:

@@ -16,7 +16,7 @@ from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.ingest import snapshot as snapshots
 from lakehouse.ingest.stream import BronzeBatch, IngestError, SilverBatch, run_continuous, run_once
-from lakehouse.tables import PLANS, QUARANTINE
+from lakehouse.tables import PLANS, QUARANTINE, REFUSED_DOCUMENTS
 
 
 def format_progress(batch: BronzeBatch | SilverBatch) -> str:
@@ -25,6 +25,8 @@ def format_progress(batch: BronzeBatch | SilverBatch) -> str:
         return f"bronze batch {batch.batch_id}: {batch.records:,} records, kafka lag {lag}"
     age = batch.max_freshness_s
     freshness = "" if age is None else f", oldest event {age:,.1f}s old"
+    if batch.search_refused:
+        freshness += f", {batch.search_refused:,} refused by the search index"
     return (
         f"silver batch {batch.batch_id}: {batch.records:,} records -> {batch.events:,} events, "
         f"{batch.quarantined:,} quarantined, {batch.plans_changed:,} plans changed "
@@ -102,8 +104,43 @@ def show_quarantine(
 ) -> int:
     if not io.table_exists(spark, config, QUARANTINE):
         print(f"quarantine: no table at {QUARANTINE.path(config)} yet (nothing ingested)", file=out)
-        return 0
-    quarantine = io.read_table(spark, config, QUARANTINE)
+    else:
+        _show_records(io.read_table(spark, config, QUARANTINE), reason, limit, out)
+    if io.table_exists(spark, config, REFUSED_DOCUMENTS):
+        _show_refusals(io.read_table(spark, config, REFUSED_DOCUMENTS), limit, out)
+    else:
+        print("sink refusals: none (no document was refused by a sink)", file=out)
+    return 0
+
+
+def _show_refusals(refusals: DataFrame, limit: int, out: TextIO) -> None:
+    summary = (
+        refusals.groupBy("sink", "operation", "status")
+        .agg(F.count(F.lit(1)).alias("documents"), F.max("refused_at").alias("last"))
+        .orderBy(F.col("documents").desc(), "sink", "operation", "status")
+        .collect()
+    )
+    print(f"sink refusals: {sum(r['documents'] for r in summary):,} documents", file=out)
+    for row in summary:
+        print(
+            f"  {row['sink']} {row['operation']} status {row['status']}: "
+            f"{row['documents']:>8,}  ({row['last']:%Y-%m-%d %H:%M:%S})",
+            file=out,
+        )
+    for row in refusals.orderBy(F.col("refused_at").desc()).limit(limit).collect():
+        position = (
+            "snapshot"
+            if row["kafka_partition"] is None
+            else f"{row['kafka_partition']}:{row['kafka_offset']}"
+        )
+        print(
+            f"- {row['sink']} {row['operation']} {row['plan_id']} v{row['version']} "
+            f"(from {position}): {row['error'][:200]}",
+            file=out,
+        )
+
+
+def _show_records(quarantine: DataFrame, reason: str | None, limit: int, out: TextIO) -> None:
     summary = quarantine_by_reason(quarantine).collect()
     print(f"quarantine: {sum(r['records'] for r in summary):,} records", file=out)
     for row in summary:
@@ -121,7 +158,6 @@ def show_quarantine(
                 f"{row['detail']}\n    value: {value}",
                 file=out,
             )
-    return 0
 
 
 def snapshot(spark: SparkSession, config: Config, bootstrap: bool, out: TextIO = sys.stdout) -> int:

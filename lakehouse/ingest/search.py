@@ -3,16 +3,25 @@
 Documents are written with elasticsearch-spark using the plan version as an external version
 (`external_gte`), so Elasticsearch itself refuses an older version over a newer one, and a
 replayed batch (same version) is accepted without changing anything.
+
+When that bulk write fails, the same documents go again through the Python client, one bulk
+request whose per-document answers tell a refusal for content (a 4xx other than 409 and 429:
+the document is returned as a `Refusal`, the rest are written) from an outage or overload (a
+connection error, 429 or 5xx: retried, then the batch fails). One bad document never holds the
+index back, and an unreachable Elasticsearch still fails loudly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
 from lakehouse import clients
 from lakehouse.config import Config
@@ -54,8 +63,66 @@ INDEX_BODY: dict[str, Any] = {
 }
 
 
+ELASTICSEARCH = "elasticsearch"  # the sink's name in quarantine.sink_refusals
+
+
 class SearchSyncError(RuntimeError):
-    """Elasticsearch stayed unreachable (or refused the writes) for the whole retry window."""
+    """Elasticsearch stayed unreachable (or overloaded) for the whole retry window."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One document Elasticsearch refused for its content (quarantine.sink_refusals layout)."""
+
+    operation: str  # index or delete
+    plan_id: str
+    version: int
+    status: int
+    error: str
+    document: str | None  # the JSON sent; None for a delete
+
+
+@dataclass(frozen=True)
+class SearchSync:
+    indexed: int
+    deleted: int
+    refused: tuple[Refusal, ...]
+
+
+# Refusal as a DataFrame (before `to_refusal_rows` adds the sink, position and time).
+REFUSAL = StructType(
+    [
+        StructField("operation", StringType(), False),
+        StructField("plan_id", StringType(), False),
+        StructField("version", LongType(), False),
+        StructField("status", IntegerType(), True),
+        StructField("error", StringType(), False),
+        StructField("document", StringType(), True),
+    ]
+)
+
+
+def to_refusal_rows(refused: DataFrame, plans: DataFrame) -> DataFrame:
+    """Refusals (REFUSAL layout) and the silver.plans rows they were made from -> rows in the
+    quarantine.sink_refusals layout: the sink, the refusal, the Kafka position of the plan's
+    version (null for a snapshot row) and refused_at."""
+    positions = plans.select("plan_id", "version", "kafka_partition", "kafka_offset")
+    return refused.join(positions, ["plan_id", "version"], "left").select(
+        F.lit(ELASTICSEARCH).alias("sink"),
+        "operation",
+        "plan_id",
+        "version",
+        "status",
+        "error",
+        "document",
+        "kafka_partition",
+        "kafka_offset",
+        F.current_timestamp().alias("refused_at"),
+    )
+
+
+class _Unavailable(RuntimeError):
+    """A per-document answer that says Elasticsearch, not the document, is the problem."""
 
 
 def ensure_index(config: Config) -> None:
@@ -117,10 +184,11 @@ def _write_options(config: Config, operation: str) -> dict[str, str]:
     }
 
 
-def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) -> None:
+def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) -> SearchSync:
     """Bring the index in line with these silver.plans rows: live plans indexed at their
-    version, tombstones deleted. Retries while Elasticsearch is unreachable, then raises
-    SearchSyncError so the streaming query fails and is replayed from its checkpoint."""
+    version, tombstones deleted; documents refused for their content are returned, not
+    retried. Retries while Elasticsearch is unreachable, then raises SearchSyncError so the
+    streaming query fails and is replayed from its checkpoint."""
     deadline = time.monotonic() + retry_timeout_s
     delay = 1.0
     while True:
@@ -129,11 +197,12 @@ def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) 
             live, deleted = plans.agg(
                 F.count_if(~F.col("is_deleted")), F.count_if(F.col("is_deleted"))
             ).first()
+            refused: list[Refusal] = []
             if live:
-                _write(to_search_documents(plans), config, "index")
+                refused += _write_or_sort_out(to_search_documents(plans), config, "index")
             if deleted:
-                _write(to_search_deletes(plans), config, "delete")
-            return
+                refused += _write_or_sort_out(to_search_deletes(plans), config, "delete")
+            return SearchSync(live, deleted, tuple(refused))
         except Exception as exc:  # es-hadoop and the client raise many types for one outage
             if time.monotonic() + delay > deadline:
                 raise SearchSyncError(
@@ -143,6 +212,61 @@ def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) 
             log.warning("elasticsearch sync failed, retrying in %.0fs: %s", delay, _first_line(exc))
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
+
+
+def _write_or_sort_out(documents: DataFrame, config: Config, operation: str) -> list[Refusal]:
+    """The fast bulk write; when it fails, the same documents one by one through the client."""
+    try:
+        _write(documents, config, operation)
+        return []
+    except Exception as exc:
+        log.warning("elasticsearch bulk %s failed, sorting out per document: %s",
+                    operation, _first_line(exc))  # fmt: skip
+    # Only after a failure: the batch's documents (bounded by the silver batch size) on the
+    # driver, in the JSON Spark would send (null fields left out, as elasticsearch-spark does).
+    rows = [json.loads(text) for text in documents.toJSON().collect()]
+    return _bulk_per_document(rows, config, operation)
+
+
+def _bulk_per_document(rows: list[dict[str, Any]], config: Config, operation: str) -> list[Refusal]:
+    """One bulk request, versioned as the Spark write is; per document: written (or already
+    newer: 409), refused for content (returned), or Elasticsearch unavailable (raises)."""
+    client = clients.es_client(config)
+    try:
+        body: list[dict[str, Any]] = []
+        for row in rows:
+            action = {
+                "_index": config.elasticsearch.index,
+                "_id": row["plan_id"],
+                "version": row["version"],
+                "version_type": "external_gte",
+            }
+            body.append({operation: action})
+            if operation == "index":
+                body.append(row)
+        response = client.bulk(body=body)
+    finally:
+        client.close()
+    refused = []
+    for row, item in zip(rows, response["items"], strict=True):
+        answer = item[operation]
+        status = int(answer.get("status", 0))
+        if status < 300 or status == 409 or (operation == "delete" and status == 404):
+            continue  # written, already newer, or already gone
+        if status == 429 or status >= 500:
+            raise _Unavailable(f"{operation} of {row['plan_id']}: status {status}")
+        error = answer.get("error")
+        refused.append(
+            Refusal(
+                operation=operation,
+                plan_id=row["plan_id"],
+                version=int(row["version"]),
+                status=status,
+                error=json.dumps(error)[:2000] if not isinstance(error, str) else error[:2000],
+                document=json.dumps(row) if operation == "index" else None,
+            )
+        )
+    return refused
 
 
 def _write(documents: DataFrame, config: Config, operation: str) -> None:

@@ -61,6 +61,8 @@ class SilverBatch:
     # Seconds per step (contract, quarantine, count, plans, history, services, ...): where a
     # slow batch goes.
     steps: dict[str, float] = field(default_factory=dict)
+    # documents the search index refused for their content (quarantine.sink_refusals)
+    search_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class SilverBatchWriter:
                 seconds=time.monotonic() - started,
                 max_freshness_s=freshness,
                 steps=dict(timer.seconds),
+                search_refused=result.refused,
             )
         )
 

@@ -49,6 +49,7 @@ from lakehouse.tables import (
     SILVER_PLAN_HISTORY,
     SILVER_PLAN_SERVICES,
     SILVER_PLANS,
+    SINK_REFUSALS,
 )
 
 T0 = 1_764_000_000_000  # epoch millis every test's event times are offset from
@@ -850,6 +851,57 @@ def test_search_transforms_of_nothing_are_empty(spark: SparkSession) -> None:
         spark.createDataFrame([], SEARCH_DOCUMENT),
     )
     assert_frames_equal(search.to_search_deletes(empty), spark.createDataFrame([], SEARCH_DELETE))
+
+
+def test_to_refusal_rows_names_the_sink_and_where_the_refused_version_came_from(
+    spark: SparkSession,
+) -> None:
+    refused = spark.createDataFrame(
+        [
+            ("index", "plan-a", 3, 400, "nested limit", '{"plan_id": "plan-a"}'),
+            ("delete", "plan-s", 2, 400, "bad delete", None),  # a snapshot row: no position
+            ("index", "plan-o", 1, 400, "stale", "{}"),  # silver moved on: no matching row
+        ],
+        search.REFUSAL,
+    )
+    positions = StructType(
+        [
+            StructField("plan_id", StringType()),
+            StructField("version", LongType()),
+            StructField("kafka_partition", IntegerType()),
+            StructField("kafka_offset", LongType()),
+            StructField("doc", StringType()),
+        ]
+    )
+    plans = spark.createDataFrame(
+        [
+            ("plan-a", 3, 1, 17, "{}"),
+            ("plan-s", 2, None, None, None),
+            ("plan-o", 2, 0, 4, "{}"),
+            ("plan-x", 5, 2, 9, "{}"),  # not refused: not in the output
+        ],
+        positions,
+    )
+    expected = spark.createDataFrame(
+        [
+            (
+                "elasticsearch",
+                "index",
+                "plan-a",
+                3,
+                400,
+                "nested limit",
+                '{"plan_id": "plan-a"}',
+                1,
+                17,
+            ),
+            ("elasticsearch", "delete", "plan-s", 2, 400, "bad delete", None, None, None),
+            ("elasticsearch", "index", "plan-o", 1, 400, "stale", "{}", None, None),
+        ],  # fmt: skip
+        _without(SINK_REFUSALS, "refused_at"),
+    )
+    rows = search.to_refusal_rows(refused, plans)
+    assert_frames_equal(_assert_stamped(rows, "refused_at"), expected)
 
 
 # --- snapshot: to_snapshot_rows, snapshot_events, reconcile
