@@ -177,6 +177,17 @@ BRONZE_PLAN_SNAPSHOTS = _struct(
     ("doc", StringType(), True),
 )
 
+# Stored documents a snapshot could not accept (lakehouse.ingest.snapshot.check_stored).
+QUARANTINE_PLAN_SNAPSHOTS = _struct(
+    ("snapshot_id", StringType(), False),
+    ("snapshot_ts", TimestampType(), False),
+    ("plan_id", StringType(), True),
+    ("reason", StringType(), False),
+    ("detail", StringType(), True),
+    # the document's top-level fields as the connector read them (text), as one JSON object
+    ("stored", StringType(), False),
+)
+
 RECONCILIATION_REPORT = _struct(
     ("run_id", StringType(), False),
     ("checked_at", TimestampType(), False),
@@ -350,6 +361,9 @@ class Table:
 
 BRONZE_EVENTS = Table("bronze.plan_events", "bronze/plan_events", BRONZE_PLAN_EVENTS)
 QUARANTINE = Table("quarantine.plan_events", "quarantine/plan_events", QUARANTINE_PLAN_EVENTS)
+SNAPSHOT_QUARANTINE = Table(
+    "quarantine.plan_snapshots", "quarantine/plan_snapshots", QUARANTINE_PLAN_SNAPSHOTS
+)
 REFUSED_DOCUMENTS = Table("quarantine.sink_refusals", "quarantine/sink_refusals", SINK_REFUSALS)
 PLANS = Table("silver.plans", "silver/plans", SILVER_PLANS)
 PLAN_SERVICES = Table("silver.plan_services", "silver/plan_services", SILVER_PLAN_SERVICES)
@@ -400,6 +414,7 @@ TABLES_BY_NAME: dict[str, Table] = {
         BRONZE_EVENTS,
         QUARANTINE,
         REFUSED_DOCUMENTS,
+        SNAPSHOT_QUARANTINE,
         SNAPSHOTS,
         *SILVER_TABLES,
         *GOLD_TABLES,
@@ -413,6 +428,7 @@ MAINTAINED_TABLES = (
     SNAPSHOTS,
     QUARANTINE,
     REFUSED_DOCUMENTS,
+    SNAPSHOT_QUARANTINE,
     *SILVER_TABLES,
     *GOLD_TABLES,
     RECONCILIATION,

@@ -101,28 +101,37 @@ def check_contract(bronze: DataFrame) -> DataFrame:
     checked = bronze.withColumn("_verdict", _verdict_udf(F.col("key"), F.col("value")))
     checked = checked.withColumn("event", F.col("_verdict.event"))
     checked = checked.withColumn("plan", F.from_json(F.col("event.after"), PLAN_DOCUMENT))
-    live = F.col("_verdict.reason").isNull() & (F.col("event.op") != "d")
-    # parse_event already rejects impossible dates; this guards Spark's reading of the same
-    # text, so a date Spark cannot read is quarantined instead of becoming a silent null.
-    unreadable_date = live & _creation_date(F.col("plan")).isNull()
-    mismatch = live & _spark_disagrees(F.col("plan"), F.col("event.plan_id"))
-    return checked.select(
-        "*",
+    verdict = F.col("_verdict")
+    live = verdict["reason"].isNull() & (F.col("event.op") != "d")
+    reason, detail = spark_reading_verdict(
+        verdict["reason"], verdict["detail"], live, F.col("plan"), F.col("event.plan_id")
+    )
+    return checked.select("*", reason.alias("reason"), detail.alias("detail")).drop("_verdict")
+
+
+def spark_reading_verdict(
+    reason: Column, detail: Column, live: Column, plan: Column, plan_id: Column
+) -> tuple[Column, Column]:
+    """The check's (reason, detail), unless Spark's reading of a `live` document that passed
+    it (`plan`, parsed from the checked canonical JSON) cannot be trusted: a creationDate Spark
+    cannot read (bad-creation_date, instead of a silent null) or a required value Spark left
+    null (spark-parse-mismatch), so nothing reaches a MERGE that could break a constraint."""
+    unreadable_date = live & _creation_date(plan).isNull()
+    mismatch = live & _spark_disagrees(plan, plan_id)
+    return (
         F.when(unreadable_date, F.lit(BAD_CREATION_DATE))
         .when(mismatch, F.lit(SPARK_PARSE_MISMATCH))
-        .otherwise(F.col("_verdict.reason"))
-        .alias("reason"),
+        .otherwise(reason),
         F.when(
             unreadable_date,
-            F.concat(F.lit("not readable as MM-dd-yyyy: "), F.col("plan.creationDate")),
+            F.concat(F.lit("not readable as MM-dd-yyyy: "), plan["creationDate"]),
         )
         .when(
             mismatch,
             F.lit("Spark's JSON reader left a required field of the checked document null"),
         )
-        .otherwise(F.col("_verdict.detail"))
-        .alias("detail"),
-    ).drop("_verdict")
+        .otherwise(detail),
+    )
 
 
 def to_quarantine(checked: DataFrame) -> DataFrame:

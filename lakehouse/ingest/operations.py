@@ -16,7 +16,7 @@ from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.ingest import snapshot as snapshots
 from lakehouse.ingest.stream import BronzeBatch, IngestError, SilverBatch, run_continuous, run_once
-from lakehouse.tables import PLANS, QUARANTINE, REFUSED_DOCUMENTS
+from lakehouse.tables import PLANS, QUARANTINE, REFUSED_DOCUMENTS, SNAPSHOT_QUARANTINE
 
 
 def format_progress(batch: BronzeBatch | SilverBatch) -> str:
@@ -106,6 +106,19 @@ def show_quarantine(
         print(f"quarantine: no table at {QUARANTINE.path(config)} yet (nothing ingested)", file=out)
     else:
         _show_records(io.read_table(spark, config, QUARANTINE), reason, limit, out)
+    if io.table_exists(spark, config, SNAPSHOT_QUARANTINE):
+        by_reason = (
+            io.read_table(spark, config, SNAPSHOT_QUARANTINE)
+            .groupBy("reason")
+            .agg(F.count(F.lit(1)).alias("documents"), F.max("snapshot_id").alias("latest"))
+            .orderBy(F.col("documents").desc(), "reason")
+            .collect()
+        )
+        total = sum(r["documents"] for r in by_reason)
+        print(f"snapshot quarantine: {total:,} documents", file=out)
+        for row in by_reason:
+            print(f"  {row['reason']:<20} {row['documents']:>8,}  latest snapshot "
+                  f"{row['latest']}", file=out)  # fmt: skip
     if io.table_exists(spark, config, REFUSED_DOCUMENTS):
         _show_refusals(io.read_table(spark, config, REFUSED_DOCUMENTS), limit, out)
     else:
@@ -167,6 +180,9 @@ def snapshot(spark: SparkSession, config: Config, bootstrap: bool, out: TextIO =
         f"{config.mongo.database}.{config.mongo.collection} ({result.live:,} live)",
         file=out,
     )
+    if result.quarantined:
+        print(f"snapshot {result.snapshot_id}: {result.quarantined:,} stored documents break the "
+              "contract and were quarantined (`lakehouse quarantine`)", file=out)  # fmt: skip
     if bootstrap:
         applied = snapshots.bootstrap_silver(spark, config)
         print(

@@ -1,11 +1,19 @@
 """Mongo snapshots: the plans collection read with the MongoDB Spark connector, a silver
-bootstrap from it, and the reconciliation of a snapshot against silver."""
+bootstrap from it, and the reconciliation of a snapshot against silver.
+
+The store is read without trusting a single type (every top-level field as text), then every
+document is checked against the same contract as a change event: a document written around the
+store (a wrong type, a control character, broken bookkeeping) is quarantined in
+quarantine.plan_snapshots with its reason, and the rest of the snapshot goes through.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -14,12 +22,21 @@ from pyspark.sql.types import BooleanType, LongType, StringType, StructField, St
 from lakehouse import clients, io
 from lakehouse.config import Config
 from lakehouse.ingest.apply import ApplyResult, apply_plan_events, ensure_silver_tables
-from lakehouse.ingest.contract import with_plan_columns
+from lakehouse.ingest.contract import CHECK_FAILED, spark_reading_verdict, with_plan_columns
+from lakehouse.plans.events import (
+    BAD_NUMBER,
+    MAX_TS_MS,
+    MAX_VERSION,
+    ChangeEvent,
+    EventContractError,
+    parse_event,
+)
 from lakehouse.tables import (
     PLAN_DOCUMENT,
     PLANS,
     RECONCILIATION,
     RECONCILIATION_REPORT,
+    SNAPSHOT_QUARANTINE,
     SNAPSHOTS,
 )
 
@@ -43,17 +60,146 @@ STORED_PLAN = StructType(
 )
 
 
+# The same collection read as text: the connector gives a string as itself and any other
+# value (number, object, array) as its JSON, so no stored value can fail the read itself
+# (a typed read fails the whole job on one document whose field has another type).
+STORED_TEXT = StructType([StructField(f.name, StringType()) for f in STORED_PLAN.fields])
+# The reason for a stored document whose `_lakehouse` bookkeeping is missing or malformed.
+BAD_BOOKKEEPING = "bad-bookkeeping"
+
+_STORED_VERDICT = StructType(
+    [
+        StructField("reason", StringType()),
+        StructField("detail", StringType()),
+        StructField("doc", StringType()),  # canonical JSON of the checked document
+        StructField("_lakehouse", _BOOKKEEPING),
+    ]
+)
+_TEXT_FIELDS = {f.name for f in PLAN_DOCUMENT.fields if isinstance(f.dataType, StringType)}
+
+
 @dataclass(frozen=True)
 class SnapshotResult:
     snapshot_id: str
     plans: int
     live: int
+    quarantined: int = 0  # stored documents that break the contract (quarantine.plan_snapshots)
 
 
 def read_store(spark: SparkSession, config: Config) -> DataFrame:
-    """The plans collection as stored (STORED_PLAN layout), read with the Mongo connector."""
+    """The plans collection as stored, every field as text (STORED_TEXT layout)."""
     options = clients.mongo_spark_options(config, config.mongo.database, config.mongo.collection)
-    return spark.read.format("mongodb").options(**options).schema(STORED_PLAN).load()
+    return spark.read.format("mongodb").options(**options).schema(STORED_TEXT).load()
+
+
+def stored_verdict(*texts: str | None) -> tuple[Any, ...]:
+    """One stored document (STORED_TEXT values, in order) -> (reason, detail, canonical JSON of
+    the document, bookkeeping): reason and detail null for a valid document, which is checked
+    as the change event of its version would be."""
+    fields = dict(zip(STORED_TEXT.fieldNames(), texts, strict=True))
+    plan_id = fields.pop("_id")
+    try:
+        bookkeeping = _bookkeeping(fields.pop("_lakehouse"))
+        if bookkeeping["deleted"]:
+            return None, None, None, bookkeeping
+        document = {
+            name: text if name in _TEXT_FIELDS else _json_or_text(text)
+            for name, text in fields.items()
+            if text is not None
+        }
+        event = ChangeEvent(
+            "c",
+            plan_id or "",
+            bookkeeping["version"],
+            document,
+            "snapshot",
+            bookkeeping["updated_ms"],
+        )
+        try:
+            value = event.value()
+        except ValueError as exc:  # NaN or infinity
+            return BAD_NUMBER, str(exc), None, None
+        checked = parse_event(event.key(), value)
+    except EventContractError as exc:
+        return exc.reason, exc.detail[:2000], None, None
+    except Exception as exc:  # a bug in the check quarantines the document, not the snapshot
+        return CHECK_FAILED, f"{type(exc).__name__}: {exc}"[:2000], None, None
+    canonical = json.dumps(checked.after, separators=(",", ":"), ensure_ascii=False)
+    return None, None, canonical, bookkeeping
+
+
+def _bookkeeping(text: str | None) -> dict[str, Any]:
+    try:
+        meta = json.loads(text) if text is not None else None
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise EventContractError(BAD_BOOKKEEPING, f"_lakehouse is not an object: {text!r:.100}")
+    version, deleted, updated_ms = meta.get("version"), meta.get("deleted"), meta.get("updated_ms")
+    outbox = meta.get("outbox")
+    if type(version) is not int or not 1 <= version <= MAX_VERSION:
+        raise EventContractError(BAD_BOOKKEEPING, f"_lakehouse.version {version!r:.100}")
+    if type(deleted) is not bool or type(updated_ms) is not int or not 0 <= updated_ms <= MAX_TS_MS:
+        raise EventContractError(
+            BAD_BOOKKEEPING, f"_lakehouse.deleted {deleted!r:.50}, updated_ms {updated_ms!r:.50}"
+        )
+    if outbox is not None and not isinstance(outbox, dict):
+        raise EventContractError(BAD_BOOKKEEPING, f"_lakehouse.outbox {outbox!r:.100}")
+    pending = None
+    if outbox is not None:
+        pending = {"event_id": str(outbox.get("event_id")), "version": outbox.get("version")}
+        if type(pending["version"]) is not int:
+            pending["version"] = None
+    return {"version": version, "deleted": deleted, "updated_ms": updated_ms, "outbox": pending}
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a string where the schema wants another type: the schema says so
+
+
+_stored_udf = F.udf(stored_verdict, _STORED_VERDICT)
+
+
+def check_stored(stored: DataFrame) -> DataFrame:
+    """Stored documents as text (STORED_TEXT) -> the STORED_PLAN columns typed from the checked
+    document, plus reason and detail (null for a valid document) and `stored` (the fields as
+    read, as a JSON object, for the quarantine). Persist the result: the check is a UDF."""
+    verdict = _stored_udf(*(F.col(name) for name in STORED_TEXT.fieldNames()))
+    checked = stored.select(
+        F.col("_id"),
+        F.to_json(F.struct(*STORED_TEXT.fieldNames())).alias("stored"),
+        verdict.alias("_verdict"),
+    ).withColumn("_plan", F.from_json("_verdict.doc", PLAN_DOCUMENT))
+    live = F.col("_verdict.reason").isNull() & ~F.col("_verdict._lakehouse.deleted")
+    reason, detail = spark_reading_verdict(
+        F.col("_verdict.reason"), F.col("_verdict.detail"), live, F.col("_plan"), F.col("_id")
+    )
+    return checked.select(
+        "_id",
+        *(F.col("_plan")[name].alias(name) for name in PLAN_DOCUMENT.fieldNames()),
+        F.col("_verdict._lakehouse").alias("_lakehouse"),
+        reason.alias("reason"),
+        detail.alias("detail"),
+        "stored",
+    )
+
+
+def to_snapshot_quarantine(
+    checked: DataFrame, snapshot_id: str, snapshot_ts: datetime
+) -> DataFrame:
+    """Rows of `check_stored` that break the contract -> quarantine.plan_snapshots rows:
+    snapshot_id, snapshot_ts, plan_id, reason, detail, stored."""
+    return checked.where(F.col("reason").isNotNull()).select(
+        F.lit(snapshot_id).alias("snapshot_id"),
+        F.lit(snapshot_ts).cast("timestamp").alias("snapshot_ts"),
+        F.col("_id").alias("plan_id"),
+        "reason",
+        "detail",
+        "stored",
+    )
 
 
 def to_snapshot_rows(stored: DataFrame, snapshot_id: str, snapshot_ts: datetime) -> DataFrame:
@@ -97,13 +243,24 @@ def take_snapshot(spark: SparkSession, config: Config) -> SnapshotResult:
     io.ensure_table(spark, config, SNAPSHOTS)
     taken = datetime.now(UTC)
     snapshot_id = f"{taken:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    rows = to_snapshot_rows(read_store(spark, config), snapshot_id, taken).persist()
+    checked = check_stored(read_store(spark, config)).persist()
     try:
-        io.append(rows, config, SNAPSHOTS)
-        counts = rows.agg(F.count("*"), F.sum(F.when(~F.col("is_deleted"), 1).otherwise(0))).first()
+        refused = to_snapshot_quarantine(checked, snapshot_id, taken)
+        quarantined = refused.count()
+        if quarantined:
+            io.ensure_table(spark, config, SNAPSHOT_QUARANTINE)
+            io.append(refused, config, SNAPSHOT_QUARANTINE)
+        valid = checked.where(F.col("reason").isNull())
+        rows = to_snapshot_rows(valid, snapshot_id, taken).persist()
+        try:
+            io.append(rows, config, SNAPSHOTS)
+            live = F.sum(F.when(~F.col("is_deleted"), 1).otherwise(0))
+            counts = rows.agg(F.count("*"), live).first()
+        finally:
+            rows.unpersist()
     finally:
-        rows.unpersist()
-    return SnapshotResult(snapshot_id, int(counts[0]), int(counts[1] or 0))
+        checked.unpersist()
+    return SnapshotResult(snapshot_id, int(counts[0]), int(counts[1] or 0), quarantined)
 
 
 def latest_snapshot(spark: SparkSession, config: Config) -> DataFrame:

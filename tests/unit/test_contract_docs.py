@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from lakehouse.ingest.contract import CHECK_FAILED, SPARK_PARSE_MISMATCH
+from lakehouse.ingest.snapshot import BAD_BOOKKEEPING
 from lakehouse.plans.events import REASONS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "change-events.md"
@@ -15,5 +16,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "change-events.md"
 def test_the_reason_code_table_lists_every_reason_once() -> None:
     section = DOC.read_text().split("### Reason codes", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| `([a-z_-]+)` \|", section, re.M)
-    assert sorted(documented) == sorted({*REASONS, CHECK_FAILED, SPARK_PARSE_MISMATCH})
+    codes = {*REASONS, CHECK_FAILED, SPARK_PARSE_MISMATCH, BAD_BOOKKEEPING}
+    assert sorted(documented) == sorted(codes)
     assert len(documented) == len(set(documented))

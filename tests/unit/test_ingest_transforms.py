@@ -36,7 +36,15 @@ from pyspark.sql.types import (
 )
 
 from lakehouse.ingest import contract, search, silver
-from lakehouse.ingest.snapshot import STORED_PLAN, reconcile, snapshot_events, to_snapshot_rows
+from lakehouse.ingest.snapshot import (
+    STORED_PLAN,
+    STORED_TEXT,
+    check_stored,
+    reconcile,
+    snapshot_events,
+    to_snapshot_quarantine,
+    to_snapshot_rows,
+)
 from lakehouse.ingest.stream import _kafka_lag, _offsets, to_bronze_rows
 from lakehouse.plans.events import ChangeEvent, EventContractError, parse_event
 from lakehouse.plans.generator import generate_plan
@@ -972,6 +980,90 @@ def test_to_snapshot_rows_from_stored_plans(spark: SparkSession) -> None:
         BRONZE_PLAN_SNAPSHOTS,
     )
     assert_frames_equal(rows, expected)
+
+
+def _as_text(plan_id: str, doc: Doc | None, bookkeeping: dict[str, Any] | None) -> tuple:
+    """A STORED_TEXT row as the Mongo connector reads it: a string as itself, any other value
+    as its JSON."""
+
+    def text(value: Any) -> str | None:
+        return value if value is None or isinstance(value, str) else json.dumps(value)
+
+    fields = doc or {}
+    return (plan_id, *(text(fields.get(n)) for n in PLAN_DOCUMENT.fieldNames()), text(bookkeeping))
+
+
+def _meta(version: Any, outbox: dict | None = None, deleted: bool = False) -> dict[str, Any]:
+    return {"version": version, "deleted": deleted, "updated_ms": T0 + 10, "outbox": outbox}
+
+
+def test_check_stored_types_valid_documents_and_names_what_is_wrong_with_the_rest(
+    spark: SparkSession,
+) -> None:
+    wrong_type = _doc_v("plan-t", 1)
+    wrong_type["planCostShares"]["deductible"] = "abc"
+    bell = _doc_v("plan-c", 1)
+    bell["linkedPlanServices"][0]["linkedService"]["name"] = "Check\u0007up"
+    stored = spark.createDataFrame(
+        [
+            _as_text("plan-a", _doc_v("plan-a", 3), _meta(3)),
+            _as_text("plan-d", None, _meta(2, deleted=True)),
+            _as_text(
+                "plan-p", _doc_v("plan-p", 5), _meta(5, outbox={"event_id": "e5", "version": 5})
+            ),
+            _as_text("plan-t", wrong_type, _meta(1)),
+            _as_text("plan-c", bell, _meta(1)),
+            _as_text("plan-b", _doc_v("plan-b", 1), _meta("seven")),
+            _as_text("plan-m", _doc_v("plan-m", 1), None),
+            _as_text("plan-n", _doc_v("plan-n", 1), _meta(1)),
+        ],
+        STORED_TEXT,
+    )
+    # What a connector reads for a NaN cost: its JSON text
+    stored = stored.withColumn(
+        "planCostShares",
+        F.when(F.col("_id") == "plan-n", F.regexp_replace("planCostShares", r'"copay": [0-9.]+',
+               '"copay": NaN')).otherwise(F.col("planCostShares")),
+    )  # fmt: skip
+    checked = check_stored(stored).persist()
+    try:
+        reasons = StructType(
+            [StructField("_id", StringType()), StructField("reason", StringType())]
+        )
+        assert_frames_equal(
+            checked.select("_id", "reason"),
+            spark.createDataFrame(
+                [
+                    ("plan-a", None),
+                    ("plan-d", None),
+                    ("plan-p", None),
+                    ("plan-t", "schema-violation"),
+                    ("plan-c", "control-character"),
+                    ("plan-b", "bad-bookkeeping"),
+                    ("plan-m", "bad-bookkeeping"),
+                    ("plan-n", "bad-number"),
+                ],
+                reasons,
+            ),
+        )
+        valid = checked.where(F.col("reason").isNull()).select(*STORED_PLAN.fieldNames())
+        expected = spark.createDataFrame(
+            [
+                _stored("plan-a", _doc_v("plan-a", 3), 3, False, T0 + 10),
+                _stored("plan-d", None, 2, True, T0 + 10),
+                _stored("plan-p", _doc_v("plan-p", 5), 5, False, T0 + 10, ("e5", 5)),
+            ],
+            STORED_PLAN,
+        )
+        assert_frames_equal(valid, expected)
+        quarantine = to_snapshot_quarantine(checked, "snap-1", SNAPSHOT_TS)
+        assert sorted(r["plan_id"] for r in quarantine.collect()) == [
+            "plan-b", "plan-c", "plan-m", "plan-n", "plan-t"
+        ]  # fmt: skip
+        stored_t = json.loads(quarantine.where("plan_id = 'plan-t'").first()["stored"])
+        assert json.loads(stored_t["planCostShares"])["deductible"] == "abc"
+    finally:
+        checked.unpersist()
 
 
 def test_to_snapshot_rows_of_an_empty_store_is_empty(spark: SparkSession) -> None:
