@@ -11,7 +11,10 @@ flow runs `maintain` after gold:
 - OPTIMIZE ZORDER BY the table's `zorder_by` columns, on `maintenance.zorder_weekday` only: it
   rewrites the whole table, compaction does not.
 - VACUUM, keeping `maintenance.vacuum_retain_hours` (at least Delta's 7 days): time travel, a
-  stream that fell behind and gold's change-feed reads need the files of recent versions.
+  stream that fell behind and gold's change-feed reads need the files of recent versions. Bronze
+  is not vacuumed while the silver stream has not read past a version older than the retention
+  window (`bronze_vacuum_hold`): compaction has removed the small files it still has to read,
+  and VACUUM would delete them for good. The run reports the hold; the nightly flow alerts.
 
 OPTIMIZE commits with dataChange=false: streaming readers skip them and the change feed does not
 report them. It can still conflict with a concurrent writer that removed the files it compacts
@@ -41,7 +44,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import io
 from lakehouse.config import Config
-from lakehouse.tables import MAINTAINED_TABLES, Table
+from lakehouse.ingest import lag
+from lakehouse.tables import BRONZE_EVENTS, MAINTAINED_TABLES, Table
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,7 @@ class Maintained:
     vacuumed_files: int | None  # None: not vacuumed
     seconds: float
     attempts: int = 1
+    vacuum_held: str | None = None  # why VACUUM was held back (see bronze_vacuum_hold)
 
     def render(self) -> str:
         how = f"zorder by {', '.join(self.zorder_by)}" if self.zorder_by else "compact"
@@ -85,6 +90,8 @@ class Maintained:
             "" if self.vacuumed_files is None else f", vacuumed {self.vacuumed_files:,} files"
         )
         retried = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        if self.vacuum_held:
+            vacuumed = f", VACUUM HELD BACK: {self.vacuum_held}"
         return (
             f"{self.table}: {how}: {self.before.files:,} -> {self.after.files:,} files "
             f"(mean {self.before.mean_file_bytes / 1024:,.0f} -> "
@@ -128,6 +135,28 @@ def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int)
     return 0 if end is None else int(end["operationMetrics"].get("numDeletedFiles", 0))
 
 
+def bronze_vacuum_hold(spark: SparkSession, config: Config, now_epoch: float) -> str | None:
+    """Why VACUUM of bronze must wait, or None when it is safe: the silver stream still has to
+    read bronze from a version committed before the retention window, whose files compaction
+    may have removed (VACUUM deletes removed files older than the window). A silver stream that
+    never ran reads bronze's current files when it starts: nothing to protect."""
+    next_version = lag.silver_next_bronze_version(config)
+    if next_version is None or next_version > io.latest_version(spark, config, BRONZE_EVENTS):
+        return None
+    committed = io.commit_epoch(spark, config, BRONZE_EVENTS, next_version)
+    retain_s = config.maintenance.vacuum_retain_hours * 3600
+    if committed is None:
+        return f"silver still has to read bronze version {next_version}, whose log entry is gone"
+    age_s = now_epoch - committed
+    if age_s < retain_s:
+        return None
+    return (
+        f"silver still has to read bronze from version {next_version}, committed "
+        f"{age_s / 3600:,.0f} h ago, beyond the {retain_s / 3600:,.0f} h VACUUM retention: "
+        "catch the ingest up (`lakehouse ingest --lag`) before files it needs are deleted"
+    )
+
+
 def maintain(
     spark: SparkSession,
     config: Config,
@@ -136,11 +165,14 @@ def maintain(
     vacuum_files: bool = True,
     progress: Callable[[str], None] = log.info,
     attempts: int = 3,
+    now_epoch: float | None = None,
 ) -> list[Maintained]:
     """Compact (or Z-order, see `optimize`) and vacuum each existing table of `tables`, one at a
     time. A table whose OPTIMIZE conflicts with a concurrent writer is retried up to `attempts`
-    times; the last conflict is raised."""
+    times; the last conflict is raised. `now_epoch` (default: the clock) dates the bronze
+    VACUUM hold."""
     done: list[Maintained] = []
+    now = time.time() if now_epoch is None else now_epoch
     for table in _existing(spark, config, tables):
         started = time.monotonic()
         before = layout(spark, config, table)
@@ -154,9 +186,14 @@ def maintain(
                 log.warning(
                     "%s: OPTIMIZE conflicted (%s); retrying", table.name, type(exc).__name__
                 )
+        held = None
+        if vacuum_files and table == BRONZE_EVENTS:
+            held = bronze_vacuum_hold(spark, config, now)
+            if held:
+                log.warning("%s: VACUUM held back: %s", table.name, held)
         vacuumed = (
             vacuum(spark, config, table, config.maintenance.vacuum_retain_hours)
-            if vacuum_files
+            if vacuum_files and not held
             else None
         )
         result = Maintained(
@@ -169,6 +206,7 @@ def maintain(
             vacuumed_files=vacuumed,
             seconds=time.monotonic() - started,
             attempts=attempt,
+            vacuum_held=held,
         )
         progress(result.render())
         done.append(result)

@@ -1,7 +1,8 @@
 """How far the running streaming ingest is behind, measured from the outside: Kafka's end offsets
 against the offsets bronze holds, and bronze's Delta versions against the last one the silver
 stream committed (from its checkpoint). `lakehouse ingest --wait` polls this until both are 0,
-so a script can hand over to batch jobs once the supervised ingest has caught up."""
+so a script can hand over to batch jobs once the supervised ingest has caught up. It also warns
+when the oldest record bronze has not read nears the topic's retention, or is already gone."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from lakehouse import io
+from lakehouse import clients, io
 from lakehouse.config import Config, is_uri
 from lakehouse.tables import BRONZE_EVENTS, SILVER_CHECKPOINT, checkpoint
 
@@ -28,21 +29,30 @@ _NO_DATA_OPERATIONS = (
 )
 
 
+# Warn once the oldest unread record is this share of the topic's retention old.
+RETENTION_WARN_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class IngestLag:
     # Records in Kafka beyond the last offset bronze holds, summed over partitions.
     kafka_records: int
     # Bronze versions with new rows that the silver stream has not committed yet.
     bronze_versions: int
+    # Unread records near the topic's retention, or already deleted by it (one line each).
+    retention_warnings: tuple[str, ...] = ()
 
     @property
     def caught_up(self) -> bool:
         return self.kafka_records == 0 and self.bronze_versions == 0
 
     def render(self) -> str:
-        return (
-            f"ingest lag: {self.kafka_records:,} Kafka records not in bronze, "
-            f"{self.bronze_versions} bronze version(s) not in silver"
+        return "\n".join(
+            [
+                f"ingest lag: {self.kafka_records:,} Kafka records not in bronze, "
+                f"{self.bronze_versions} bronze version(s) not in silver",
+                *(f"WARNING: {line}" for line in self.retention_warnings),
+            ]
         )
 
 
@@ -58,6 +68,69 @@ def kafka_end_offsets(config: Config) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+def retention_warnings(
+    config: Config, held: dict[int, int], now_ms: int, share: float = RETENTION_WARN_SHARE
+) -> tuple[str, ...]:
+    """For each partition of the topic, given the next offset bronze would read (`held`): a
+    line when records bronze never read were deleted by retention, or when the oldest unread
+    record is more than `share` of the topic's `retention.ms` old."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    retention_ms = topic_retention_ms(config)
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.kafka.bootstrap, group_id=None, enable_auto_commit=False
+    )
+    warnings = []
+    try:
+        topic = config.kafka.topic
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        first, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        for tp in sorted(partitions):
+            unread = held.get(tp.partition, 0)
+            if unread >= ends[tp]:
+                continue
+            if unread < first[tp]:
+                warnings.append(
+                    f"partition {tp.partition}: {first[tp] - unread:,} records (offsets "
+                    f"{unread}..{first[tp] - 1}) were deleted by the topic's retention before "
+                    "bronze read them: take a snapshot and reconcile (`lakehouse snapshot "
+                    "--bootstrap`)"
+                )
+                continue
+            if retention_ms is None or retention_ms < 0:
+                continue  # kept forever
+            consumer.assign([tp])
+            consumer.seek(tp, unread)
+            batch = consumer.poll(timeout_ms=5000, max_records=1)
+            records = batch.get(tp, [])
+            if not records or records[0].timestamp is None:
+                continue
+            age_ms = now_ms - records[0].timestamp
+            if age_ms > share * retention_ms:
+                warnings.append(
+                    f"partition {tp.partition}: the oldest record bronze has not read (offset "
+                    f"{unread}) is {age_ms / 3_600_000:,.1f} h old; the topic deletes records "
+                    f"after {retention_ms / 3_600_000:,.1f} h"
+                )
+    finally:
+        consumer.close()
+    return tuple(warnings)
+
+
+def topic_retention_ms(config: Config) -> int | None:
+    """The topic's `retention.ms` (its own or the broker's default); None if not reported."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = clients.kafka_admin(config)
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, config.kafka.topic)
+        found = admin.describe_configs([resource], config_filter="all")
+    finally:
+        admin.close()
+    entry = found.get("topic", {}).get(config.kafka.topic, {}).get("retention.ms")
+    return None if entry is None else int(entry["value"])
 
 
 def silver_next_bronze_version(config: Config) -> int | None:
@@ -76,10 +149,13 @@ def silver_next_bronze_version(config: Config) -> int | None:
     return int(offset["reservoirVersion"]) + (1 if index_done else 0)
 
 
-def measure(spark: SparkSession, config: Config) -> IngestLag:
+def measure(spark: SparkSession, config: Config, retention: bool = True) -> IngestLag:
+    """The lag now; `retention` also checks unread records against the topic's retention."""
     ends = kafka_end_offsets(config)
+    now_ms = time.time_ns() // 1_000_000
     if not io.table_exists(spark, config, BRONZE_EVENTS):
-        return IngestLag(sum(ends.values()), 0)
+        warnings = retention_warnings(config, {}, now_ms) if retention else ()
+        return IngestLag(sum(ends.values()), 0, warnings)
     held = {
         row["partition"]: row["next"]
         for row in io.read_table(spark, config, BRONZE_EVENTS)
@@ -97,7 +173,8 @@ def measure(spark: SparkSession, config: Config) -> IngestLag:
         .where(~F.col("operation").isin(*_NO_DATA_OPERATIONS))
         .count()
     )
-    return IngestLag(kafka_records, pending)
+    warnings = retention_warnings(config, held, now_ms) if retention else ()
+    return IngestLag(kafka_records, pending, warnings)
 
 
 def wait_caught_up(
@@ -110,7 +187,7 @@ def wait_caught_up(
     """Poll until the ingest has caught up (True) or `timeout_s` passed (False)."""
     started = time.monotonic()
     while True:
-        lag = measure(spark, config)
+        lag = measure(spark, config, retention=False)
         progress(f"{lag.render()} ({time.monotonic() - started:.0f}s)")
         if lag.caught_up:
             return True

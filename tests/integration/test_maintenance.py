@@ -4,6 +4,8 @@ VACUUM deletes only what no retained version needs, and says how many files it d
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from support import isolated_lakehouse, produce
 from lakehouse import io, maintenance
 from lakehouse.ingest.operations import ingest
 from lakehouse.plans.scenario import event_history
-from lakehouse.tables import BRONZE_EVENTS, PLAN_HISTORY, PLANS, SILVER_TABLES
+from lakehouse.tables import BRONZE_EVENTS, BRONZE_PLAN_EVENTS, PLAN_HISTORY, PLANS, SILVER_TABLES
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -66,6 +68,23 @@ def test_compaction_keeps_rows_and_the_stream_goes_on_exactly_once(
         .load(PLANS.path(lake))
     )
     assert feed.count() == 0  # the OPTIMIZE commit, one before the last ingest's MERGE
+
+    # Silver caught up: bronze may be vacuumed whenever. A bronze commit silver has not read
+    # yet: fine while recent, held back once it is older than the retention window.
+    retain_s = lake.maintenance.vacuum_retain_hours * 3600
+    now = time.time()
+    assert maintenance.bronze_vacuum_hold(spark, lake, now + 10 * retain_s) is None
+    unread = spark.createDataFrame(
+        [(b"k", b"{}", lake.kafka.topic, 0, 10**9, None, datetime.now(UTC))], BRONZE_PLAN_EVENTS
+    )
+    io.append(unread, lake, BRONZE_EVENTS)
+    assert maintenance.bronze_vacuum_hold(spark, lake, now + retain_s - 3600) is None
+    later = now + retain_s + 2 * 3600
+    held = maintenance.bronze_vacuum_hold(spark, lake, later)
+    assert held is not None and "beyond the 168 h VACUUM retention" in held, held
+    (result,) = maintenance.maintain(spark, lake, [BRONZE_EVENTS], False, now_epoch=later)
+    assert (result.vacuum_held, result.vacuumed_files) == (held, None)
+    assert "VACUUM HELD BACK" in result.render()
 
 
 def test_zorder_clusters_by_the_declared_key_and_vacuum_counts_what_it_deleted(
