@@ -138,10 +138,10 @@ def plan_costs_frame(spark: SparkSession, rows: int, files: int) -> DataFrame:
     return frame.select(*PLAN_COSTS.schema.fieldNames())
 
 
-def export_lines(spark: SparkSession, config: Config, version: int) -> Iterator[str]:
+def export_lines(spark: SparkSession, config: Config, version: int) -> Iterator[tuple[str, bool]]:
     """The mirror's Spark side, verbatim from `_load_and_swap`."""
     frame = mirror.as_csv_records(io.read_version(spark, config, PLAN_COSTS, version))
-    return (row[0] for row in frame.toLocalIterator(True))
+    return ((row[0], row[1]) for row in frame.toLocalIterator(True))
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -530,7 +530,7 @@ def main() -> int:
 
         print("csv: exporting the same rows once (not timed as a mode)")
         started = time.monotonic()
-        csv = b"".join(line.encode() for line in export_lines(spark, lake, version))
+        csv = b"".join(line.encode() for line, _ in export_lines(spark, lake, version))
         export_once_s = time.monotonic() - started
         print(f"  {len(csv) / 2**20:.1f} MiB in {export_once_s:.1f}s")
 

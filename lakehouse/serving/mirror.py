@@ -11,8 +11,10 @@ reached is retried with backoff.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import operator
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -81,6 +83,10 @@ class MirrorError(RuntimeError):
     """The mirror cannot publish; the message says what to fix."""
 
 
+class PostgresUnreachable(MirrorError):
+    """PostgreSQL could not be reached within the retries."""
+
+
 @dataclass(frozen=True)
 class Published:
     table: str
@@ -90,14 +96,23 @@ class Published:
     seconds: float
     # False: that Delta version was mirrored already, nothing was written
     written: bool
+    # rows PostgreSQL cannot store (a NUL character in a text value): left out of the mirror,
+    # still in the Delta table
+    left_out: int = 0
 
     def render(self) -> str:
         if not self.written:
             return f"{self.target}: already at {self.table} v{self.delta_version}"
         rate = self.rows / self.seconds if self.seconds else 0.0
+        left_out = (
+            f"; {self.left_out:,} rows left out (a NUL character, which PostgreSQL text cannot "
+            "hold)"
+            if self.left_out
+            else ""
+        )
         return (
             f"{self.target}: {self.rows:,} rows from {self.table} v{self.delta_version} "
-            f"in {self.seconds:.1f}s ({rate:,.0f} rows/s)"
+            f"in {self.seconds:.1f}s ({rate:,.0f} rows/s){left_out}"
         )
 
 
@@ -153,10 +168,11 @@ def csv_line(values: tuple[str | None, ...]) -> str:
 
 
 def as_csv_records(frame: DataFrame) -> DataFrame:
-    """One column: each row as the CSV record `csv_line` makes of its `as_copy_text` values.
-    Built by Spark so that one string per row crosses to the driver instead of one per column:
-    pickling the columns and formatting them in Python took most of a publish's time
-    (docs/benchmarks/README.md, mirror)."""
+    """record: each row as the CSV record `csv_line` makes of its `as_copy_text` values, and
+    storable: false when a text value holds a NUL character (PostgreSQL text cannot, and COPY
+    would fail the whole table on it). Built by Spark so that one string per row crosses to the
+    driver instead of one per column: pickling the columns and formatting them in Python took
+    most of a publish's time (docs/benchmarks/README.md, mirror)."""
     text = as_copy_text(frame)
     fields = [
         F.when(text[name].isNull(), F.lit("")).otherwise(
@@ -164,22 +180,32 @@ def as_csv_records(frame: DataFrame) -> DataFrame:
         )
         for name in text.columns
     ]
-    return text.select(F.concat(F.concat_ws(",", *fields), F.lit("\n")).alias("record"))
+    nul = [F.coalesce(F.instr(text[name], "\u0000") > 0, F.lit(False)) for name in text.columns]
+    return text.select(
+        F.concat(F.concat_ws(",", *fields), F.lit("\n")).alias("record"),
+        (~functools.reduce(operator.or_, nul, F.lit(False))).alias("storable"),
+    )
 
 
 class _LineReader:
-    """A file-like object over an iterator of text lines, for psycopg2's copy_expert."""
+    """A file-like object over an iterator of (text line, storable) pairs, for psycopg2's
+    copy_expert; lines that are not storable are counted and skipped."""
 
-    def __init__(self, lines: Iterator[str]) -> None:
+    def __init__(self, lines: Iterator[tuple[str, bool]]) -> None:
         self._lines = lines
         self._buffer = b""
         self.rows = 0
+        self.left_out = 0
 
     def read(self, size: int = 65536) -> bytes:
         while len(self._buffer) < size:
-            line = next(self._lines, None)
-            if line is None:
+            item = next(self._lines, None)
+            if item is None:
                 break
+            line, storable = item
+            if not storable:
+                self.left_out += 1
+                continue
             self._buffer += line.encode()
             self.rows += 1
         chunk, self._buffer = self._buffer[:size], self._buffer[size:]
@@ -197,7 +223,7 @@ def with_retries(action: Callable[[], T], attempts: int, backoff_s: float, what:
             return action()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             if attempt == attempts:
-                raise MirrorError(
+                raise PostgresUnreachable(
                     f"{what}: PostgreSQL unreachable after {attempts} attempts: {exc}".strip()
                 ) from exc
             pause = backoff_s * 2 ** (attempt - 1)
@@ -264,8 +290,11 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
                 mirrored = _mirrored_version(cur, serving.schema, table.name)
                 if mirrored == (table_id, version) and _exists(cur, qualified):
                     return Published(table.name, qualified, version, 0, 0.0, False)
-                rows = _load_and_swap(spark, config, cur, table, target, table_id, version)
-            return Published(table.name, qualified, version, rows, time.monotonic() - started, True)
+                rows, left_out = _load_and_swap(
+                    spark, config, cur, table, target, table_id, version
+                )
+            seconds = time.monotonic() - started
+            return Published(table.name, qualified, version, rows, seconds, True, left_out)
         finally:
             conn.close()
 
@@ -275,20 +304,37 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
 def publish_all(
     spark: SparkSession, config: Config, progress: Callable[[str], None] = log.info
 ) -> list[Published]:
-    """Mirror every gold table and the quality results, one atomic swap each."""
-    results = []
+    """Mirror every gold table and the quality results, one atomic swap each. A table that
+    cannot be mirrored (missing, or refused by PostgreSQL for its content) does not stop the
+    others: they are published, then MirrorError names every table that was not. An
+    unreachable PostgreSQL (after the retries) stops the run at once."""
+    import psycopg2
+
+    results, failed = [], []
     for table in MIRRORED:
         if table is QUALITY_RESULTS_TABLE and not io.table_exists(spark, config, table):
             continue  # no quality run yet: nothing to mirror
-        result = publish_table(spark, config, table)
+        try:
+            result = publish_table(spark, config, table)
+        except PostgresUnreachable:
+            raise
+        except (MirrorError, psycopg2.DataError, psycopg2.IntegrityError) as exc:
+            failed.append(f"{table.name}: {str(exc).strip().splitlines()[0][:300]}")
+            progress(f"{target_name(table)}: NOT MIRRORED: {failed[-1]}")
+            continue
         progress(result.render())
         results.append(result)
+    if failed:
+        raise MirrorError(
+            f"{len(failed)} table(s) not mirrored ({len(results)} were): " + "; ".join(failed)
+        )
     return results
 
 
 def _load_and_swap(  # type: ignore[no-untyped-def]
     spark, config: Config, cur, table: Table, target: str, table_id: str, version: int
-) -> int:
+) -> tuple[int, int]:
+    """Load the version into a staging table and swap it in; (rows written, rows left out)."""
     from psycopg2 import sql
 
     schema = sql.Identifier(config.serving.schema)
@@ -307,7 +353,7 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
     cur.execute(create_table_sql(qualified, table.schema))
 
     frame = as_csv_records(io.read_version(spark, config, table, version))
-    reader = _LineReader(row[0] for row in frame.toLocalIterator(True))
+    reader = _LineReader((row[0], row[1]) for row in frame.toLocalIterator(True))
     columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in table.schema.fields)
     cur.copy_expert(
         sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)")
@@ -341,7 +387,9 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
         ).format(schema, sql.Identifier(STATE_TABLE)),
         (table.name, table_id, version, reader.rows),
     )
-    return reader.rows
+    if reader.left_out:
+        log.warning("%s: %d rows left out of the mirror (NUL in text)", table.name, reader.left_out)
+    return reader.rows, reader.left_out
 
 
 def _mirrored_version(cur, schema: str, table_name: str) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]

@@ -42,9 +42,11 @@ def lake(config: Config, tmp_path: Path):
     drop_schema(config, schema)
 
 
-def _plan_costs(spark, config: Config, count: int, plan_version: int = 1) -> None:
+def _plan_costs(
+    spark, config: Config, count: int, plan_version: int = 1, orgs: list[str | None] | None = None
+) -> None:
     """gold.plan_costs with `count` rows (tricky text, nulls), watermarked like a refresh."""
-    orgs = ["example.org", 'quote "q", comma', "line\nbreak", None, ""]
+    orgs = orgs or ["example.org", 'quote "q", comma', "line\nbreak", None, ""]
     rows = [
         (
             f"p-{n:05d}",
@@ -137,6 +139,29 @@ def test_publish_maps_types_copies_rows_and_indexes_keys(spark, lake: Config) ->
         True,
         12,
     )
+
+
+def test_one_value_postgresql_cannot_hold_leaves_out_its_row_not_the_table(
+    spark, lake: Config
+) -> None:
+    # A NUL in a text value (gold written before the contract refused control characters):
+    # COPY would fail the whole table on it. The row is left out and counted; the rest is live.
+    # The other gold tables do not exist: each is reported, none stops the others.
+    _plan_costs(spark, lake, 9, orgs=["example.org", "nul\u0000here", "other.org"])
+    lines: list[str] = []
+    with pytest.raises(mirror.MirrorError, match=r"^5 table\(s\) not mirrored \(1 were\)"):
+        mirror.publish_all(spark, lake, lines.append)
+    assert lines[0].startswith(f"{lake.serving.schema}.plan_costs: 6 rows from gold.plan_costs")
+    assert lines[0].endswith(
+        "; 3 rows left out (a NUL character, which PostgreSQL text cannot hold)"
+    )
+    assert [line.split(": ")[0:2] for line in lines[1:]] == [
+        [name, "NOT MIRRORED"]
+        for name in ("cost_trends", "service_patterns", "service_pair_counts", "service_pairs",
+                     "plan_anomalies")
+    ]  # fmt: skip
+    mirrored = _query(lake, f"SELECT DISTINCT org FROM {lake.serving.schema}.plan_costs")
+    assert sorted(org for (org,) in mirrored) == ["example.org", "other.org"]
 
 
 def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:

@@ -50,8 +50,15 @@ def test_csv_line_quotes_values_and_leaves_null_bare() -> None:
 def test_csv_records_built_by_spark_match_csv_line(spark) -> None:
     rows = [("a", None, "", 'say "hi", then\nleave'), (None, "x,y", '""', "é ü\r\n")]
     frame = spark.createDataFrame(rows, "a string, b string, c string, d string")
-    records = [r[0] for r in mirror.as_csv_records(frame).collect()]
-    assert records == [mirror.csv_line(row) for row in rows]
+    records = [(r[0], r[1]) for r in mirror.as_csv_records(frame).collect()]
+    assert records == [(mirror.csv_line(row), True) for row in rows]
+
+
+def test_csv_records_flag_text_postgresql_cannot_hold(spark) -> None:
+    rows = [("ok", None), ("nul\u0000inside", "x"), (None, "\u0000"), ("tab\tand bell\u0007", "")]
+    frame = spark.createDataFrame(rows, "a string, b string")
+    flags = [r["storable"] for r in mirror.as_csv_records(frame).collect()]
+    assert flags == [True, False, False, True]
 
 
 def test_copy_text_formats_timestamps_with_offset(spark) -> None:
