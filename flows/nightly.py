@@ -18,8 +18,6 @@ alert: the gate has already sent one with the failing checks.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -35,7 +33,8 @@ class PublishHeldBack(RuntimeError):
 
 
 class StepFailed(RuntimeError):
-    """A pipeline step ended with a non-zero status; the message carries its output."""
+    """A pipeline step failed (a gold job's missing input, silver differing from the snapshot);
+    the message says why."""
 
 
 def _spark(config: Config):  # type: ignore[no-untyped-def]
@@ -44,52 +43,60 @@ def _spark(config: Config):  # type: ignore[no-untyped-def]
     return build_spark(config, app_name="lakehouse-nightly")  # the flow's one session
 
 
-def _step(name: str, work) -> str:  # type: ignore[no-untyped-def]
-    """Run a library step that prints (to the stream it is given, or stdout) and returns an exit
-    status; its output goes to the task log, a non-zero status fails the task."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        status = work(out)
-    text = out.getvalue().strip()
-    get_run_logger().info("%s:\n%s", name, text)
-    if status != 0:
-        raise StepFailed(f"{name} exited {status}:\n{text[-2000:]}")
-    return text
+def _gold_job(spark, config: Config, name: str, options) -> list[str]:  # type: ignore[no-untyped-def]
+    """Run one gold job, logging each table's result; a GoldError fails the task with it."""
+    from lakehouse.gold import jobs, maintain
+
+    logger = get_run_logger()
+    lines: list[str] = []
+
+    def report(line: str) -> None:
+        logger.info("%s: %s", name, line)
+        lines.append(line)
+
+    try:
+        jobs.JOBS[name](spark, config, options, report)
+    except maintain.GoldError as exc:
+        raise StepFailed(f"{name}: {exc}") from exc
+    return lines
 
 
 @task(retries=2, retry_delay_seconds=30, timeout_seconds=1800)
 def snapshot_and_reconcile(env: str | None) -> str:
-    from lakehouse.ingest import operations
+    from lakehouse.ingest import snapshot as snapshots
 
     config = load_config(env)
     spark = _spark(config)
-    _step("snapshot", lambda out: operations.snapshot(spark, config, False, out))
-    return _step("reconcile", lambda out: operations.reconcile(spark, config, out))
+    logger = get_run_logger()
+    logger.info(snapshots.take_snapshot(spark, config).render(config))
+    result = snapshots.run_reconciliation(spark, config)
+    logger.info(result.summary())
+    if result.total:
+        raise StepFailed(f"reconcile: silver differs from the snapshot:\n{result.summary()}")
+    return result.summary()
 
 
 @task(retries=1, retry_delay_seconds=30, timeout_seconds=3600)
-def refresh_gold(env: str | None) -> str:
+def refresh_gold(env: str | None) -> list[str]:
     from lakehouse.gold import jobs
 
     config = load_config(env)
     spark = _spark(config)
-    return "\n".join(
-        _step(name, lambda _, name=name: jobs.run(spark, config, name, jobs.JobOptions()))
+    return [
+        line
         for name in ("cost_analysis", "service_patterns")
-    )
+        for line in _gold_job(spark, config, name, jobs.JobOptions())
+    ]
 
 
 @task(retries=1, retry_delay_seconds=30, timeout_seconds=3600)
-def score_anomalies(env: str | None, retrain: bool) -> str:
+def score_anomalies(env: str | None, retrain: bool) -> list[str]:
     from lakehouse.gold import jobs
 
     config = load_config(env)
     spark = _spark(config)
     modes = ("train", "score") if retrain else ("score",)
-    options = jobs.JobOptions(modes=modes)
-    return _step(
-        "anomaly_detection", lambda _: jobs.run(spark, config, "anomaly_detection", options)
-    )
+    return _gold_job(spark, config, "anomaly_detection", jobs.JobOptions(modes=modes))
 
 
 @task(timeout_seconds=3600)

@@ -1,5 +1,6 @@
-"""The gold batch jobs by name, as `jobs/*.py`, `jobs/run_all_jobs.sh` and `lakehouse jobs run`
-run them. Each job prints one line per table it refreshed and returns an exit status."""
+"""The gold batch jobs by name, as `jobs/*.py`, `jobs/run_all_jobs.sh`, `lakehouse jobs run` and
+the nightly flow run them. Each job reports one rendered result per table it refreshed to the
+`report` it is given (the CLI prints, the flow logs); `run` adds the exit status."""
 
 from __future__ import annotations
 
@@ -22,27 +23,36 @@ class JobOptions:
     modes: tuple[str, ...] = ("score",)
 
 
-Job = Callable[[SparkSession, Config, JobOptions], None]
+Report = Callable[[str], None]
+Job = Callable[[SparkSession, Config, JobOptions, Report], None]
 
 
-def cost_analysis(spark: SparkSession, config: Config, options: JobOptions) -> None:
+def print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def cost_analysis(spark: SparkSession, config: Config, options: JobOptions, report: Report) -> None:
     """gold.plan_costs, then gold.cost_trends (computed from it)."""
-    print(maintain.refresh_plan_costs(spark, config, options.full).render(), flush=True)
-    print(maintain.refresh_cost_trends(spark, config, options.full).render(), flush=True)
+    report(maintain.refresh_plan_costs(spark, config, options.full).render())
+    report(maintain.refresh_cost_trends(spark, config, options.full).render())
 
 
-def service_patterns(spark: SparkSession, config: Config, options: JobOptions) -> None:
+def service_patterns(
+    spark: SparkSession, config: Config, options: JobOptions, report: Report
+) -> None:
     """gold.service_pair_counts, gold.service_patterns and gold.service_pairs."""
     for refresh in maintain.refresh_service_tables(spark, config, options.full):
-        print(refresh.render(), flush=True)
+        report(refresh.render())
 
 
-def anomaly_detection(spark: SparkSession, config: Config, options: JobOptions) -> None:
+def anomaly_detection(
+    spark: SparkSession, config: Config, options: JobOptions, report: Report
+) -> None:
     """Train (and maybe promote) the detector, and/or score gold.plan_anomalies."""
     if "train" in options.modes:
-        print(detection.train(spark, config).render(config), flush=True)
+        report(detection.train(spark, config).render(config))
     if "score" in options.modes:
-        print(detection.refresh_plan_anomalies(spark, config, options.full).render(), flush=True)
+        report(detection.refresh_plan_anomalies(spark, config, options.full).render())
 
 
 JOBS: dict[str, Job] = {
@@ -73,7 +83,7 @@ def run(spark: SparkSession, config: Config, name: str, options: JobOptions) -> 
             return 2
         print(f"== {job}", flush=True)
         try:
-            JOBS[job](spark, config, job_options)
+            JOBS[job](spark, config, job_options, print_line)
         except maintain.GoldError as exc:
             print(f"{job}: {exc}", file=sys.stderr)
             return 1

@@ -99,6 +99,25 @@ def quarantine_by_reason(quarantine: DataFrame) -> DataFrame:
     )
 
 
+def snapshot_quarantine_by_reason(quarantine: DataFrame) -> DataFrame:
+    """quarantine.plan_snapshots rows -> reason, documents, latest (snapshot id), most first."""
+    return (
+        quarantine.groupBy("reason")
+        .agg(F.count(F.lit(1)).alias("documents"), F.max("snapshot_id").alias("latest"))
+        .orderBy(F.col("documents").desc(), "reason")
+    )
+
+
+def refusals_by_sink(refusals: DataFrame) -> DataFrame:
+    """quarantine.sink_refusals rows -> sink, operation, status, documents, last (refused_at),
+    most first."""
+    return (
+        refusals.groupBy("sink", "operation", "status")
+        .agg(F.count(F.lit(1)).alias("documents"), F.max("refused_at").alias("last"))
+        .orderBy(F.col("documents").desc(), "sink", "operation", "status")
+    )
+
+
 def show_quarantine(
     spark: SparkSession, config: Config, reason: str | None, limit: int, out: TextIO = sys.stdout
 ) -> int:
@@ -107,18 +126,7 @@ def show_quarantine(
     else:
         _show_records(io.read_table(spark, config, QUARANTINE), reason, limit, out)
     if io.table_exists(spark, config, SNAPSHOT_QUARANTINE):
-        by_reason = (
-            io.read_table(spark, config, SNAPSHOT_QUARANTINE)
-            .groupBy("reason")
-            .agg(F.count(F.lit(1)).alias("documents"), F.max("snapshot_id").alias("latest"))
-            .orderBy(F.col("documents").desc(), "reason")
-            .collect()
-        )
-        total = sum(r["documents"] for r in by_reason)
-        print(f"snapshot quarantine: {total:,} documents", file=out)
-        for row in by_reason:
-            print(f"  {row['reason']:<20} {row['documents']:>8,}  latest snapshot "
-                  f"{row['latest']}", file=out)  # fmt: skip
+        _show_snapshot_quarantine(io.read_table(spark, config, SNAPSHOT_QUARANTINE), out)
     if io.table_exists(spark, config, REFUSED_DOCUMENTS):
         _show_refusals(io.read_table(spark, config, REFUSED_DOCUMENTS), limit, out)
     else:
@@ -126,13 +134,16 @@ def show_quarantine(
     return 0
 
 
+def _show_snapshot_quarantine(quarantine: DataFrame, out: TextIO) -> None:
+    by_reason = snapshot_quarantine_by_reason(quarantine).collect()
+    print(f"snapshot quarantine: {sum(r['documents'] for r in by_reason):,} documents", file=out)
+    for row in by_reason:
+        print(f"  {row['reason']:<20} {row['documents']:>8,}  latest snapshot {row['latest']}",
+              file=out)  # fmt: skip
+
+
 def _show_refusals(refusals: DataFrame, limit: int, out: TextIO) -> None:
-    summary = (
-        refusals.groupBy("sink", "operation", "status")
-        .agg(F.count(F.lit(1)).alias("documents"), F.max("refused_at").alias("last"))
-        .orderBy(F.col("documents").desc(), "sink", "operation", "status")
-        .collect()
-    )
+    summary = refusals_by_sink(refusals).collect()
     print(f"sink refusals: {sum(r['documents'] for r in summary):,} documents", file=out)
     for row in summary:
         print(
@@ -140,7 +151,8 @@ def _show_refusals(refusals: DataFrame, limit: int, out: TextIO) -> None:
             f"{row['documents']:>8,}  ({row['last']:%Y-%m-%d %H:%M:%S})",
             file=out,
         )
-    for row in refusals.orderBy(F.col("refused_at").desc()).limit(limit).collect():
+    latest = refusals.orderBy(F.col("refused_at").desc()).limit(limit).collect() if limit else []
+    for row in latest:
         position = (
             "snapshot"
             if row["kafka_partition"] is None
@@ -175,14 +187,7 @@ def _show_records(quarantine: DataFrame, reason: str | None, limit: int, out: Te
 
 def snapshot(spark: SparkSession, config: Config, bootstrap: bool, out: TextIO = sys.stdout) -> int:
     result = snapshots.take_snapshot(spark, config)
-    print(
-        f"snapshot {result.snapshot_id}: {result.plans:,} plans read from "
-        f"{config.mongo.database}.{config.mongo.collection} ({result.live:,} live)",
-        file=out,
-    )
-    if result.quarantined:
-        print(f"snapshot {result.snapshot_id}: {result.quarantined:,} stored documents break the "
-              "contract and were quarantined (`lakehouse quarantine`)", file=out)  # fmt: skip
+    print(result.render(config), file=out)
     if bootstrap:
         applied = snapshots.bootstrap_silver(spark, config)
         print(

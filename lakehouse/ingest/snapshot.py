@@ -85,6 +85,18 @@ class SnapshotResult:
     live: int
     quarantined: int = 0  # stored documents that break the contract (quarantine.plan_snapshots)
 
+    def render(self, config: Config) -> str:
+        line = (
+            f"snapshot {self.snapshot_id}: {self.plans:,} plans read from "
+            f"{config.mongo.database}.{config.mongo.collection} ({self.live:,} live)"
+        )
+        if self.quarantined:
+            line += (
+                f"; {self.quarantined:,} stored documents break the contract and were "
+                "quarantined (`lakehouse quarantine`)"
+            )
+        return line
+
 
 def read_store(spark: SparkSession, config: Config) -> DataFrame:
     """The plans collection as stored, every field as text (STORED_TEXT layout)."""
