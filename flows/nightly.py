@@ -157,6 +157,9 @@ def maintain_tables(env: str | None) -> dict[str, object]:
     return {
         "tables": len(done),
         "files_removed": sum(m.files_removed for m in done),
+        # a VACUUM that could delete nothing is skipped (maintenance.vacuum_could_delete)
+        "vacuumed": sum(m.vacuumed_files is not None and not m.vacuum_skipped for m in done),
+        "files_deleted": sum(m.vacuumed_files or 0 for m in done),
         "vacuum_held": [f"{m.table}: {m.vacuum_held}" for m in held],
     }
 
@@ -199,7 +202,8 @@ def summarise(
         + (", ".join(f"{a.flagged_by} {a.plans}" for a in anomalies) or "none")
         + (" (model retrained tonight)" if retrained else ""),
         "",
-        f"Table maintenance: {maintained['tables']} tables, "
+        f"Table maintenance: {maintained['tables']} tables, {maintained['vacuumed']} vacuumed "
+        f"({maintained['files_deleted']:,} files deleted), "
         f"{maintained['files_removed']:,} files compacted away.",
         *(f"VACUUM held back: {line}" for line in maintained["vacuum_held"]),  # type: ignore[attr-defined]
     ]

@@ -11,7 +11,9 @@ flow runs `maintain` after gold:
 - OPTIMIZE ZORDER BY the table's `zorder_by` columns, on `maintenance.zorder_weekday` only: it
   rewrites the whole table, compaction does not.
 - VACUUM, keeping `maintenance.vacuum_retain_hours` (at least Delta's 7 days): time travel, a
-  stream that fell behind and gold's change-feed reads need the files of recent versions. Bronze
+  stream that fell behind and gold's change-feed reads need the files of recent versions. It
+  only runs where it can delete something (`vacuum_could_delete`): VACUUM of a table whose files
+  are all younger than the retention costs about 24 Spark jobs and deletes nothing. Bronze
   is not vacuumed while the silver stream has not read past a version older than the retention
   window (`bronze_vacuum_hold`): compaction has removed the small files it still has to read,
   and VACUUM would delete them for good. The run reports the hold; the nightly flow alerts.
@@ -83,6 +85,7 @@ class Maintained:
     seconds: float
     attempts: int = 1
     vacuum_held: str | None = None  # why VACUUM was held back (see bronze_vacuum_hold)
+    vacuum_skipped: str | None = None  # why VACUUM had nothing to do (see vacuum_could_delete)
 
     def render(self) -> str:
         how = f"zorder by {', '.join(self.zorder_by)}" if self.zorder_by else "compact"
@@ -92,6 +95,8 @@ class Maintained:
         retried = f" after {self.attempts} attempts" if self.attempts > 1 else ""
         if self.vacuum_held:
             vacuumed = f", VACUUM HELD BACK: {self.vacuum_held}"
+        elif self.vacuum_skipped:
+            vacuumed = f", no VACUUM needed ({self.vacuum_skipped})"
         return (
             f"{self.table}: {how}: {self.before.files:,} -> {self.after.files:,} files "
             f"(mean {self.before.mean_file_bytes / 1024:,.0f} -> "
@@ -116,6 +121,37 @@ def optimize(spark: SparkSession, config: Config, table: Table, zorder: bool) ->
         metrics = builder.executeCompaction()
     row = metrics.select("metrics.numFilesRemoved", "metrics.numFilesAdded").first()
     return int(row["numFilesRemoved"]), int(row["numFilesAdded"])
+
+
+def compaction_needed(table: Table, before: Layout, zorder: bool) -> bool:
+    """Whether OPTIMIZE could change the table: a Z-order rewrites it, compaction needs two
+    files to bin-pack, and with deletion vectors even one file may be rewritten to purge its
+    deleted rows. A single-file table without them is left alone (OPTIMIZE would be a no-op
+    costing two Spark jobs)."""
+    deletion_vectors = dict(table.properties).get("delta.enableDeletionVectors") == "true"
+    return (zorder and bool(table.zorder_by)) or before.files > 1 or deletion_vectors
+
+
+def vacuum_could_delete(
+    spark: SparkSession, config: Config, table: Table, retain_hours: int, now_epoch: float
+) -> bool:
+    """Whether VACUUM could delete any file: it deletes only files (outside `_delta_log`) last
+    modified before now minus the retention (Delta's VacuumCommand compares each file's
+    modification time with that horizon), so a table whose files are all younger has nothing
+    to delete, and its VACUUM (about 24 Spark jobs, 2 s on 2 cores) is skipped. The table's
+    folder is listed on the driver through its Hadoop file system, stopping at the first file
+    old enough. (A skipped VACUUM also leaves empty partition folders, which it would remove.)"""
+    jvm = spark.sparkContext._jvm
+    root = jvm.org.apache.hadoop.fs.Path(table.path(config))
+    files = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(root, True)
+    horizon_ms = (now_epoch - retain_hours * 3600) * 1000
+    while files.hasNext():
+        status = files.next()
+        if status.getModificationTime() < horizon_ms and "/_delta_log/" not in str(
+            status.getPath().toUri().getPath()
+        ):
+            return True
+    return False
 
 
 def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int) -> int:
@@ -176,30 +212,28 @@ def maintain(
     for table in _existing(spark, config, tables):
         started = time.monotonic()
         before = layout(spark, config, table)
-        for attempt in range(1, attempts + 1):
-            try:
-                removed, added = optimize(spark, config, table, zorder)
-                break
-            except _CONFLICTS as exc:
-                if attempt == attempts:
-                    raise
-                log.warning(
-                    "%s: OPTIMIZE conflicted (%s); retrying", table.name, type(exc).__name__
-                )
-        held = None
+        removed, added, attempt = (
+            _optimize_retrying(spark, config, table, zorder, attempts)
+            if compaction_needed(table, before, zorder)
+            else (0, 0, 1)
+        )
+        held = skipped = None
+        vacuumed: int | None = None
         if vacuum_files and table == BRONZE_EVENTS:
             held = bronze_vacuum_hold(spark, config, now)
             if held:
                 log.warning("%s: VACUUM held back: %s", table.name, held)
-        vacuumed = (
-            vacuum(spark, config, table, config.maintenance.vacuum_retain_hours)
-            if vacuum_files and not held
-            else None
-        )
+        if vacuum_files and not held:
+            keep = config.maintenance.vacuum_retain_hours
+            if vacuum_could_delete(spark, config, table, keep, now):
+                vacuumed = vacuum(spark, config, table, keep)
+            else:
+                vacuumed, skipped = 0, f"no file older than {keep} h"
         result = Maintained(
             table=table.name,
             before=before,
-            after=layout(spark, config, table),
+            # nothing rewritten: the layout is the one read before (saves a snapshot's jobs)
+            after=layout(spark, config, table) if removed or added else before,
             zorder_by=table.zorder_by if zorder else (),
             files_removed=removed,
             files_added=added,
@@ -207,10 +241,24 @@ def maintain(
             seconds=time.monotonic() - started,
             attempts=attempt,
             vacuum_held=held,
+            vacuum_skipped=skipped,
         )
         progress(result.render())
         done.append(result)
     return done
+
+
+def _optimize_retrying(
+    spark: SparkSession, config: Config, table: Table, zorder: bool, attempts: int
+) -> tuple[int, int, int]:
+    """`optimize`, again from the table's new state after a conflict with a concurrent writer,
+    up to `attempts` times (the last conflict is raised): (removed, added, attempts made)."""
+    for attempt in range(1, attempts):
+        try:
+            return (*optimize(spark, config, table, zorder), attempt)
+        except _CONFLICTS as exc:
+            log.warning("%s: OPTIMIZE conflicted (%s); retrying", table.name, type(exc).__name__)
+    return (*optimize(spark, config, table, zorder), attempts)
 
 
 def _existing(spark: SparkSession, config: Config, tables: Iterable[Table]) -> list[Table]:

@@ -105,8 +105,15 @@ def test_zorder_clusters_by_the_declared_key_and_vacuum_counts_what_it_deleted(
     assert _rows(spark, lake, PLAN_HISTORY) == rows
     optimize = io.delta_table(spark, lake, PLAN_HISTORY).history().where("operation = 'OPTIMIZE'")
     assert optimize.first()["operationParameters"]["zOrderBy"] == '["plan_id"]'
-    # Everything is younger than the 7 days kept: nothing deleted, time travel still works.
-    assert result.vacuumed_files == 0
+    # Everything is younger than the 7 days kept: VACUUM could delete nothing, so it did not
+    # run (no VACUUM commit), and time travel still works.
+    assert (result.vacuumed_files, result.vacuum_skipped) == (0, "no file older than 168 h")
+    history = io.delta_table(spark, lake, PLAN_HISTORY).history().select("operation").collect()
+    assert not {"VACUUM START", "VACUUM END"} & {row[0] for row in history}
+    # The same files seen from 7 days and a second later: old enough, VACUUM could delete them.
+    week_later = time.time() + 168 * 3600 + 1
+    assert maintenance.vacuum_could_delete(spark, lake, PLAN_HISTORY, 168, week_later)
+    assert not maintenance.vacuum_could_delete(spark, lake, PLAN_HISTORY, 168, time.time())
     old = io.read_version(spark, lake, PLAN_HISTORY, compacted_version)
     assert sorted((tuple(r) for r in old.collect()), key=repr) == rows
 

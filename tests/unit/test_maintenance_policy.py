@@ -1,4 +1,4 @@
-"""Which tables `lakehouse maintain` takes, and on which night it Z-orders."""
+"""Which tables `lakehouse maintain` takes, which it compacts, and on which night it Z-orders."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lakehouse.config import load_config
-from lakehouse.maintenance import Layout, Maintained, select_tables, zorder_today
-from lakehouse.tables import MAINTAINED_TABLES, PLAN_HISTORY, PLANS, TABLES_BY_NAME
+from lakehouse.maintenance import (
+    Layout,
+    Maintained,
+    compaction_needed,
+    select_tables,
+    zorder_today,
+)
+from lakehouse.tables import MAINTAINED_TABLES, PLAN_COSTS, PLAN_HISTORY, PLANS, TABLES_BY_NAME
 
 
 def test_every_table_is_maintained_once() -> None:
@@ -63,3 +69,39 @@ def test_render_says_what_changed() -> None:
         "1 added) in 2.2s after 2 attempts"
     )
     assert Layout(0, 0).mean_file_bytes == 0.0
+
+
+@pytest.mark.parametrize(
+    ("table", "files", "zorder", "expected"),
+    [
+        (PLANS, 0, False, False),  # empty: nothing to bin-pack
+        (PLANS, 1, False, False),  # one file, no deletion vectors: OPTIMIZE is a no-op
+        (PLANS, 2, False, True),
+        (PLANS, 1, True, False),  # Z-order night, but silver.plans declares no Z-order key
+        (PLAN_HISTORY, 1, True, True),  # its Z-order rewrites even a single file
+        (PLAN_HISTORY, 1, False, False),
+        (PLAN_COSTS, 1, False, True),  # deletion vectors: one file may need its rows purged
+    ],
+)
+def test_compaction_is_skipped_only_where_optimize_cannot_change_the_table(
+    table, files: int, zorder: bool, expected: bool
+) -> None:
+    assert compaction_needed(table, Layout(files, files * 1024), zorder) is expected
+
+
+def test_render_says_when_vacuum_had_nothing_to_delete() -> None:
+    result = Maintained(
+        table="silver.services",
+        before=Layout(files=1, bytes=5 * 1024),
+        after=Layout(files=1, bytes=5 * 1024),
+        zorder_by=(),
+        files_removed=0,
+        files_added=0,
+        vacuumed_files=0,
+        seconds=0.5,
+        vacuum_skipped="no file older than 168 h",
+    )
+    assert result.render() == (
+        "silver.services: compact: 1 -> 1 files (mean 5 -> 5 KiB; 0 removed, 0 added), "
+        "no VACUUM needed (no file older than 168 h) in 0.5s"
+    )
