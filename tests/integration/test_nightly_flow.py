@@ -24,7 +24,8 @@ from lakehouse.tables import BRONZE_EVENTS, PLAN_COSTS, PLAN_HISTORY, PLANS, SER
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
-# Measured when set: 577 jobs, 907 tasks (four tables vacuumed); about 1.25x. No stage needs more than 8 tasks.
+# Measured when set: 577 jobs, 907 tasks (four tables vacuumed); about 1.25x. No stage needs
+# more than 8 tasks.
 NIGHTLY_BUDGET = Budget(jobs=720, tasks=1140, widest_stage=8)
 VACUUMED = (BRONZE_EVENTS, PLANS, PLAN_HISTORY, PLAN_COSTS)
 
