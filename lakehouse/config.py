@@ -83,6 +83,9 @@ class SparkConfig:
 class KafkaConfig:
     bootstrap: str = "127.0.0.1:9092"
     topic: str = "plans.cdc"
+    # How long the plan store waits for the broker to acknowledge a change event before the
+    # write fails with PublishError (the event stays in the outbox for `plans drain`).
+    delivery_timeout_s: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -371,6 +374,7 @@ def load_config(
     _check_quality(config.quality, source)
     _check_serving(config.serving, source)
     _check_nightly(config.nightly, source)
+    _check_kafka(config.kafka, source)
     _check_maintenance(config.maintenance, source)
     _check_apps(config.apps, source)
     _check_cluster(config.cluster, source)
@@ -543,6 +547,14 @@ def _check_nightly(nightly: NightlyConfig, source: str) -> None:
         ) from None
     if not 0 <= nightly.retrain_weekday <= 6:
         raise ConfigError(f"{source}: nightly.retrain_weekday must be 0 (Monday) .. 6 (Sunday)")
+
+
+def _check_kafka(kafka: KafkaConfig, source: str) -> None:
+    if kafka.delivery_timeout_s < 2:
+        raise ConfigError(
+            f"{source}: kafka.delivery_timeout_s must be >= 2 seconds (one request's timeout "
+            "is half of it)"
+        )
 
 
 def _check_maintenance(maintenance: MaintenanceConfig, source: str) -> None:

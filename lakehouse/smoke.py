@@ -79,6 +79,8 @@ def deequ_verification(spark: SparkSession, frame: DataFrame) -> dict[str, str]:
     from pydeequ.checks import Check, CheckLevel
     from pydeequ.verification import VerificationResult, VerificationSuite
 
+    from lakehouse.quality.runner import pydeequ_warnings_ignored
+
     check = (
         Check(spark, CheckLevel.Error, "smoke")
         .hasSize(lambda n: n == len(SMOKE_ROWS))
@@ -87,8 +89,9 @@ def deequ_verification(spark: SparkSession, frame: DataFrame) -> dict[str, str]:
         .isNonNegative("amount")
         .isContainedIn("name", [name for _, name, _ in SMOKE_ROWS])
     )
-    result = VerificationSuite(spark).onData(frame).addCheck(check).run()
-    rows = VerificationResult.checkResultsAsDataFrame(spark, result).collect()
+    with pydeequ_warnings_ignored():
+        result = VerificationSuite(spark).onData(frame).addCheck(check).run()
+        rows = VerificationResult.checkResultsAsDataFrame(spark, result).collect()
     return {r.constraint: r.constraint_status for r in rows}
 
 

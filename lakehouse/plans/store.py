@@ -112,10 +112,11 @@ def make_producer(config: Config, linger_ms: int = 0) -> KafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=linger_ms,
-        # Fail a send within a bounded time when the broker is gone instead of blocking forever.
+        # Fail a send within a bounded time when the broker is gone instead of blocking forever:
+        # a request may take half the delivery timeout, so one retry fits in it.
         max_block_ms=10_000,
-        request_timeout_ms=10_000,
-        delivery_timeout_ms=25_000,
+        request_timeout_ms=int(config.kafka.delivery_timeout_s * 500),
+        delivery_timeout_ms=int(config.kafka.delivery_timeout_s * 1000),
     )
 
 

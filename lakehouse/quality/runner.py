@@ -13,7 +13,8 @@ import logging
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -194,6 +195,15 @@ def run_suite(
         frame.unpersist()
 
 
+@contextmanager
+def pydeequ_warnings_ignored() -> Iterator[None]:
+    """PyDeequ wraps JVM frames with DataFrame's internal constructor, and PySpark warns on each:
+    harmless, and noise between a command's own lines."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "DataFrame constructor is internal")
+        yield
+
+
 def _verify(
     spark: SparkSession,
     config: Config,
@@ -225,9 +235,7 @@ def _verify(
             _add_anomaly_check(jvm, builder, rule, level)
         else:
             builder.addCheck(_constraint(Check(spark, level, rule.name), rule))
-    with warnings.catch_warnings():
-        # PyDeequ wraps JVM frames with DataFrame's internal constructor; harmless here.
-        warnings.filterwarnings("ignore", "DataFrame constructor is internal")
+    with pydeequ_warnings_ignored():
         verification = builder.saveOrAppendResult(key).run()
         metric_rows = VerificationResult.successMetricsAsDataFrame(spark, verification).collect()
         check_rows = VerificationResult.checkResultsAsDataFrame(spark, verification).collect()

@@ -119,6 +119,7 @@ REPO_EXPECTED = {
                 "spark.ui.retainedStages": "4000",
             },
         ),
+        kafka=replace(REPO_BASE.kafka, delivery_timeout_s=10.0),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
     ),
     "prod": replace(
@@ -818,6 +819,8 @@ def test_bad_quality_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: 
         ("maintenance:\n  vacuum_retain_hours: 24\n", "vacuum_retain_hours must be >= 168"),
         ("maintenance:\n  vacuum_retain_hours: week\n", "must be an integer"),
         ("maintenance:\n  optimize: true\n", "unknown key 'maintenance.optimize'"),
+        ("kafka:\n  delivery_timeout_s: 1\n", "kafka.delivery_timeout_s must be >= 2 seconds"),
+        ("kafka:\n  delivery_timeout_s: soon\n", "must be a number"),
     ],
 )
 def test_bad_maintenance_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
