@@ -118,6 +118,9 @@ def executed(demo_lake: Config) -> Iterator[dict[str, Path | BaseException]]:
     shutil.rmtree(output, ignore_errors=True)  # figures of an earlier run prove nothing
     output.mkdir(parents=True)
     settings = {k: v for k, v in env_for(demo_lake).items() if k.startswith("LAKEHOUSE_")}
+    # Each kernel's session lives a minute: the JIT's first tier only, as in `make test-unit`
+    # (docs/platform-findings.md, "The JIT and short sessions").
+    settings["LAKEHOUSE_SPARK_JVM_OPTIONS"] = "-XX:TieredStopAtLevel=1"
     with pytest.MonkeyPatch.context() as env:
         for var, value in {**settings, analysis.OUTPUT_VAR: str(output)}.items():
             env.setenv(var, value)  # each kernel inherits this process's environment
