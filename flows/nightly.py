@@ -158,7 +158,7 @@ def maintain_tables(env: str | None) -> dict[str, object]:
         "tables": len(done),
         "files_removed": sum(m.files_removed for m in done),
         # a VACUUM that could delete nothing is skipped (maintenance.vacuum_could_delete)
-        "vacuumed": sum(m.vacuumed_files is not None and not m.vacuum_skipped for m in done),
+        "vacuumed": sum(m.vacuumed for m in done),
         "files_deleted": sum(m.vacuumed_files or 0 for m in done),
         "vacuum_held": [f"{m.table}: {m.vacuum_held}" for m in held],
     }

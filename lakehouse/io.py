@@ -55,6 +55,27 @@ def latest_version(spark: SparkSession, config: Config, table: Table) -> int:
     return version
 
 
+def has_file_modified_before(
+    spark: SparkSession, config: Config, table: Table, epoch_s: float
+) -> bool:
+    """Whether any file of the table's folder outside `_delta_log` (data, change-feed and
+    deletion-vector files, referenced or not) was last modified before `epoch_s`. Listed on the
+    driver through the table's Hadoop file system, stopping at the first such file."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    root = jvm.org.apache.hadoop.fs.Path(table.path(config))
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    files = root.getFileSystem(hadoop_conf).listFiles(root, True)
+    before_ms = epoch_s * 1000
+    while files.hasNext():
+        status = files.next()
+        if status.getModificationTime() < before_ms and "/_delta_log/" not in str(
+            status.getPath().toUri().getPath()
+        ):
+            return True
+    return False
+
+
 def table_id(spark: SparkSession, config: Config, table: Table) -> str:
     """The Delta table's id: new when the table is re-created, unlike its version numbers."""
     return str(delta_table(spark, config, table).detail().select("id").first()["id"])

@@ -87,6 +87,11 @@ class Maintained:
     vacuum_held: str | None = None  # why VACUUM was held back (see bronze_vacuum_hold)
     vacuum_skipped: str | None = None  # why VACUUM had nothing to do (see vacuum_could_delete)
 
+    @property
+    def vacuumed(self) -> bool:
+        """Whether VACUUM ran (neither held back, skipped nor switched off)."""
+        return self.vacuumed_files is not None and not self.vacuum_skipped
+
     def render(self) -> str:
         how = f"zorder by {', '.join(self.zorder_by)}" if self.zorder_by else "compact"
         vacuumed = (
@@ -138,20 +143,9 @@ def vacuum_could_delete(
     """Whether VACUUM could delete any file: it deletes only files (outside `_delta_log`) last
     modified before now minus the retention (Delta's VacuumCommand compares each file's
     modification time with that horizon), so a table whose files are all younger has nothing
-    to delete, and its VACUUM (about 24 Spark jobs, 2 s on 2 cores) is skipped. The table's
-    folder is listed on the driver through its Hadoop file system, stopping at the first file
-    old enough. (A skipped VACUUM also leaves empty partition folders, which it would remove.)"""
-    jvm = spark.sparkContext._jvm
-    root = jvm.org.apache.hadoop.fs.Path(table.path(config))
-    files = root.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).listFiles(root, True)
-    horizon_ms = (now_epoch - retain_hours * 3600) * 1000
-    while files.hasNext():
-        status = files.next()
-        if status.getModificationTime() < horizon_ms and "/_delta_log/" not in str(
-            status.getPath().toUri().getPath()
-        ):
-            return True
-    return False
+    to delete, and its VACUUM (about 24 Spark jobs, 2 s on 2 cores) is skipped. (A skipped
+    VACUUM also leaves empty partition folders, which it would remove.)"""
+    return io.has_file_modified_before(spark, config, table, now_epoch - retain_hours * 3600)
 
 
 def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int) -> int:
@@ -206,7 +200,7 @@ def maintain(
     """Compact (or Z-order, see `optimize`) and vacuum each existing table of `tables`, one at a
     time. A table whose OPTIMIZE conflicts with a concurrent writer is retried up to `attempts`
     times; the last conflict is raised. `now_epoch` (default: the clock) dates the bronze
-    VACUUM hold."""
+    VACUUM hold and the retention horizon `vacuum_could_delete` checks against."""
     done: list[Maintained] = []
     now = time.time() if now_epoch is None else now_epoch
     for table in _existing(spark, config, tables):

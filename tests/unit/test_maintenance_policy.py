@@ -105,3 +105,6 @@ def test_render_says_when_vacuum_had_nothing_to_delete() -> None:
         "silver.services: compact: 1 -> 1 files (mean 5 -> 5 KiB; 0 removed, 0 added), "
         "no VACUUM needed (no file older than 168 h) in 0.5s"
     )
+    assert not result.vacuumed
+    assert dataclasses.replace(result, vacuum_skipped=None).vacuumed
+    assert not dataclasses.replace(result, vacuum_skipped=None, vacuumed_files=None).vacuumed
