@@ -1,4 +1,5 @@
-"""Benchmark: the Elasticsearch index sync (`sync_search_index`) against Python's bulk helper.
+"""Benchmark: the reindex bulk path (`search.write_plans`, elasticsearch-spark) against Python's
+bulk helper. (The live index is written by the real-time indexer: bench/ingest_throughput.py.)
 
     .venv/bin/python bench/index_throughput.py --docs 50000 [--repeats 3] [--tag NAME]
     .venv/bin/python bench/index_throughput.py --render docs/benchmarks/index.json  # .md/.png
@@ -6,17 +7,15 @@
 1. silver.plans gets --docs live plans (bench/silver_fixture.py: generated documents through
    the silver transform) in a temporary warehouse, at versions 1..20 (a pure function of the
    plan number, so that the external versions Elasticsearch keeps are actually checked). It is
-   held the way `apply_plan_events` holds it when it calls the index sync for a batch that
-   touched every plan: silver.plans semi-joined with the touched plan ids, persisted and
-   materialised before any timing.
+   persisted and materialised before any timing, as a reindex reads it.
 2. The index documents are exported once, before any timing: `to_search_documents` of that
    frame, collected as dicts (fields es-hadoop would omit, nulls, left out), held in memory.
 3. Modes, on the running local Elasticsearch (`lakehouse stack up`), interleaved per repeat;
    each writing mode has a private index (`bench-index-<mode>-<token>`) that is deleted and
    created again with the lakehouse's mapping (`INDEX_BODY`) before each of its runs (not
    timed), so that every run writes N new documents into an empty index:
-   - `lakehouse`: `search.sync_search_index` as `apply_plan_events` calls it: `ensure_index`
-     (the index exists: one HEAD request), the live/deleted count (a Spark job), the
+   - `lakehouse`: `search.write_plans` as `lakehouse reindex` calls it: the live/deleted
+     count (a Spark job), the
      elasticsearch-spark write of `to_search_documents` (index operation, `_id` plan_id,
      version external_gte, the connector's defaults otherwise: bulks of at most 1,000
      entries / 1 MiB per task, an index refresh when each task ends). No retry window: a
@@ -41,7 +40,7 @@
    indexed `version` fields is the expected one, and --sample documents fetched by id have
    `_version` = the plan's version and `_source` = the exported document (`indexed_at`, the
    time of indexing, aside).
-5. Where the time goes, without changing the code path: `ensure_index`, the count's `first()`
+5. Where the time goes, without changing the code path: the count's `first()`
    and `search._write` are wrapped in timers; the Spark stages each ran are read afterwards
    from the session's status store (what the Spark UI shows): when the write's first task
    started and its last ended, task-seconds on CPU (Spark rows, es-hadoop's JSON, HTTP) and
@@ -325,25 +324,21 @@ def run_lakehouse(plans: DataFrame, lake: Config, overrides: dict[str, str]) -> 
                 mock.patch.object(
                     search,
                     "_write_options",
-                    lambda config, op: {**options(config, op), **overrides},
+                    lambda config, op, index: {**options(config, op, index), **overrides},
                 )
             )
-        patches.enter_context(
-            mock.patch.object(search, "ensure_index", timed("ensure_index", search.ensure_index))
-        )
-        # the live/deleted count is the only first() of sync_search_index
+        # the live/deleted count is the only first() of write_plans
         patches.enter_context(
             mock.patch.object(DataFrame, "first", timed("count", DataFrame.first, window=True))
         )
         patches.enter_context(
             mock.patch.object(search, "_write", timed("write", search._write, window=True))
         )
-        # no retry window: a failure must fail the run, not be timed as a retry
-        search.sync_search_index(plans, lake, retry_timeout_s=0.0)
+        search.write_plans(plans, lake, lake.elasticsearch.index)
 
 
 def run_spark_docs(plans: DataFrame) -> None:
-    """sync_search_index's Spark work without the connector: the count, then the documents
+    """write_plans's Spark work without the connector: the count, then the documents
     computed and dropped by the noop sink."""
     count = timed("count", DataFrame.first, window=True)
     count(plans.agg(F.count_if(~F.col("is_deleted")), F.count_if(F.col("is_deleted"))))
@@ -716,8 +711,8 @@ def helpers_version() -> str:
 # ------------------------------------------------------------------------------ output
 
 LABELS = {
-    "lakehouse": "sync_search_index (lakehouse, es-spark)",
-    TUNED: "sync_search_index, options overridden",
+    "lakehouse": "write_plans (lakehouse, es-spark)",
+    TUNED: "write_plans, options overridden",
     "bulk": "helpers.bulk (baseline)",
     "parallel_bulk": "helpers.parallel_bulk (4 threads)",
     "spark-docs": "Spark side only (noop sink, no ES)",
@@ -739,7 +734,6 @@ def spark_steps(summary: dict[str, Any]) -> dict[str, float]:
     """A Spark mode's median run split into steps (what no trace covers is left over)."""
     steps, phases = summary["median_run_steps_s"], summary["median_run_phases"]
     ordered = {
-        "ensure_index (HEAD: the index exists)": steps.get("ensure_index", 0.0),
         "live/deleted count (Spark job)": steps.get("count", 0.0),
         "write: before the first task (planning, connector setup)": phases.get(
             "before_tasks_s", 0.0
@@ -843,7 +837,7 @@ def write(result: dict[str, Any], tag: str) -> None:
     dirty = f", uncommitted changes in {changed} files" if changed else ""
     overrides = result.get("es_overrides") or {}
     lines = [
-        f"# Index: `sync_search_index` vs `helpers.bulk` ({docs:,} plan documents)",
+        f"# Index: `write_plans` vs `helpers.bulk` ({docs:,} plan documents)",
         "",
         f"Run {result['date']} at commit {git['commit'][:10]}{dirty}, on {machine_['cores']} "
         f"cores, {machine_['memory_gib']} GiB, Python {machine_['python']}, {machine_['java']}; "
@@ -885,7 +879,7 @@ def write(result: dict[str, Any], tag: str) -> None:
         "",
         "Where the time goes (median runs):",
         "",
-        "| step | sync_search_index (s) | share | "
+        "| step | write_plans (s) | share | "
         + ("+ options (s) | " if TUNED in modes else "")
         + "Spark side only (s) |",
         "|---|---:|---:|" + ("---:|" if TUNED in modes else "") + "---:|",

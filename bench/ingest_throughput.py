@@ -8,7 +8,8 @@ warehouse and index. Consumers (bench/ingest_baselines.py for the two baselines)
 
 - `lakehouse`: `lakehouse ingest` (lakehouse.ingest.stream): Kafka -> bronze (Delta sink,
   exactly-once), contract check, quarantine, silver plans / history / services / plan_services
-  MERGEs, the search index; Spark local[*].
+  MERGEs; Spark local[*]. Next to it, as the stack runs it, the real-time search indexer
+  (`lakehouse indexer`, its own process: kafka-python, one versioned bulk per poll).
 - `per-event`: kafka-python; per event a PostgreSQL upsert and an Elasticsearch write.
 - `deltalake`: kafka-python micro-batches (up to 5,000 records) written with the `deltalake`
   package: bronze, quarantine, a MERGE into current plans, one Elasticsearch bulk.
@@ -23,7 +24,11 @@ Phases:
    delivery - first send); backlog = sent - delivered. Freshness per event = delivery time -
    ts_ms: for the lakehouse the Delta commit time of its plan_history row (Change Data Feed
    `_commit_timestamp`) and, for the index, `indexed_at` of the documents left in it (one per
-   plan, so the latest version's); for the baselines the time their writes returned.
+   plan, so the latest version's; the indexer stamps it when it builds the bulk, so the figure
+   leaves out the bulk's own round trip, tens of milliseconds, and Elasticsearch's refresh
+   interval, up to 1 s before a search sees it); for the baselines the time their writes
+   returned. The backlog phase runs the indexer alone after the ingest (`--once`), so each
+   is timed on an idle machine.
 
 Each phase is sampled for memory and CPU (bench/resources.py). Results (JSON, markdown with
 ratios, a plot) go to docs/benchmarks/ingest[-TAG].*.
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -57,6 +63,7 @@ from resources import ResourceSampler, resource_section
 
 from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config, load_config
+from lakehouse.ingest import indexer, search
 from lakehouse.ingest.operations import format_progress
 from lakehouse.ingest.stream import BronzeBatch, SilverBatch, run_continuous, run_once
 from lakehouse.plans.events import ChangeEvent
@@ -95,9 +102,37 @@ def produce_backlog(config: Config, events: list[ChangeEvent]) -> None:
 def _drop_index(config: Config) -> None:
     es = clients.es_client(config)
     try:
-        es.indices.delete(index=config.elasticsearch.index, ignore_unavailable=True)
+        alias = config.elasticsearch.index
+        for name in [*search.versioned_indexes(es, alias), alias]:
+            if name != alias or not es.indices.exists_alias(name=alias):
+                es.indices.delete(index=name, ignore_unavailable=True)
     finally:
         es.close()
+
+
+def start_indexer(lake: Config) -> subprocess.Popen:
+    """`lakehouse indexer` on the isolated topic and index, in its own process (as the stack
+    runs it)."""
+    env = {
+        **os.environ,
+        "LAKEHOUSE_ENV": lake.environment,
+        "LAKEHOUSE_KAFKA_TOPIC": lake.kafka.topic,
+        "LAKEHOUSE_ES_INDEX": lake.elasticsearch.index,
+        "LAKEHOUSE_WAREHOUSE": lake.warehouse,
+    }
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("lakehouse")), "indexer"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def run_indexer_backlog(lake: Config, events: int) -> dict[str, Any]:
+    started = time.monotonic()
+    totals = indexer.Indexer(lake, report=lambda _: None).run(threading.Event(), once=True)
+    seconds = time.monotonic() - started
+    print(f"   indexer: {totals.records:,} records in {seconds:.1f}s", file=sys.stderr)
+    return {"records": totals.records, "seconds": round(seconds, 2),
+            "events_per_s": round(events / seconds, 1), "batches": totals.batches}  # fmt: skip
 
 
 # -------------------------------------------------------------------------------- lakehouse
@@ -160,19 +195,24 @@ def run_backlog(
         if isinstance(batch, SilverBatch):
             silver_batches.append(batch)
 
+    indexed: dict[str, Any] | None = None
     if consumer == "lakehouse":
         run_once(spark, lake, report)
         delivered = lakehouse_delivered(spark, lake)
+        seconds = time.monotonic() - started
+        indexed = run_indexer_backlog(lake, len(events))
     else:
         folder = Path(lake.warehouse)
         folder.mkdir(parents=True)
         delivery = consume(consumer, lake, folder, threading.Event(), expected=len(events))
         delivered = delivery.events
-    seconds = time.monotonic() - started
+        seconds = time.monotonic() - started
     _drop_index(lake)
     print(f"   {delivered:,} events in {seconds:.1f}s", file=sys.stderr)
     result: dict[str, Any] = {"events": delivered, "seconds": round(seconds, 2),
                               "events_per_s": round(delivered / seconds, 1)}  # fmt: skip
+    if indexed is not None:
+        result["indexer"] = indexed
     if silver_batches:
         steps: dict[str, float] = {}
         for batch in silver_batches:
@@ -212,6 +252,7 @@ def run_load(
             target=run_continuous, args=(spark, lake, progress, stop), daemon=True
         )
         worker.start()
+        index_process = start_indexer(lake)
         _until(lambda: len(spark.streams.active) == 2, 120, "the ingest queries to start")
         delivered = lambda: applied[0]  # noqa: E731
     else:
@@ -243,6 +284,10 @@ def run_load(
         time.sleep(2)
     stop.set()
     worker.join(timeout=180)
+    if consumer == "lakehouse":
+        indexer.wait_caught_up(lake, timeout_s=60, progress=lambda line: None)
+        index_process.terminate()
+        index_process.wait(timeout=60)
     delivery = lakehouse_delivery(spark, lake) if consumer == "lakehouse" else watched
     _drop_index(lake)
     span = delivery.last_delivered - sent["started_ms"] / 1000
@@ -426,6 +471,15 @@ def write_report(report: dict[str, Any], tag: str) -> None:
             f"{_ratio(r['events_per_s'], per_event)} | {_ratio(r['events_per_s'], deltalake)} |"
         )
     lake = backlog.get("lakehouse", {})
+    if lake.get("indexer"):
+        ix = lake["indexer"]
+        lines += [
+            "",
+            f"The real-time indexer alone, after the ingest, over the same backlog: "
+            f"{ix['records']:,} records in {ix['seconds']} s ({ix['events_per_s']:,} events/s, "
+            f"{_ratio(ix['events_per_s'], deltalake)} the deltalake consumer, which writes "
+            f"Delta and the index), {ix['batches']:,} bulk requests.",
+        ]
     if lake.get("silver_steps_s"):
         silver = lake["silver_seconds"]
         lines += [

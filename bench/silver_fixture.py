@@ -56,7 +56,7 @@ def _apply(
     with tempfile.TemporaryDirectory(prefix="silver-fixture-") as folder:
         events = _events(spark, folder, rows).persist()
         try:
-            return apply_plan_events(events, config, search_index=False, timer=timer)
+            return apply_plan_events(events, config, timer=timer)
         finally:
             events.unpersist()
 

@@ -39,6 +39,10 @@ def _stack(args: argparse.Namespace) -> int:
         return 0
     rows = stack.status(config)
     print(stack.format_status(rows))
+    if any(r.name == "indexer" and r.healthy for r in rows):
+        from lakehouse.ingest.indexer import measure_lag
+
+        print(measure_lag(config).render())
     return 0 if stack.stack_ok(rows) else 3
 
 
@@ -183,6 +187,20 @@ def _ingest(args: argparse.Namespace) -> int:
     return _with_spark(
         args, "lakehouse-ingest", lambda spark, config: operations.ingest(spark, config, args.once)
     )
+
+
+def _indexer(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    if args.wait:
+        return operations.wait_for_indexer(load_config(args.env), args.timeout_s)
+    return operations.run_indexer(load_config(args.env), args.once)
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from lakehouse.ingest import operations
+
+    return _with_spark(args, "lakehouse-reindex", operations.reindex)
 
 
 def _quarantine(args: argparse.Namespace) -> int:
@@ -368,9 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_outbox.add_argument("action", choices=["status", "drain"])
     p_outbox.set_defaults(func=_outbox)
 
-    p_ingest = sub.add_parser(
-        "ingest", help="stream change events: Kafka -> bronze -> silver + Elasticsearch"
-    )
+    p_ingest = sub.add_parser("ingest", help="stream change events: Kafka -> bronze -> silver")
     ingest_mode = p_ingest.add_mutually_exclusive_group()
     ingest_mode.add_argument(
         "--once", action="store_true", help="process everything available, then exit"
@@ -387,6 +403,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout-s", type=_positive_float, default=900.0, help="with --wait (default 900)"
     )
     p_ingest.set_defaults(func=_ingest)
+
+    p_indexer = sub.add_parser(
+        "indexer", help="keep the search index current: Kafka -> Elasticsearch in real time"
+    )
+    indexer_mode = p_indexer.add_mutually_exclusive_group()
+    indexer_mode.add_argument(
+        "--once", action="store_true", help="index what the topic holds now, then exit"
+    )
+    indexer_mode.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until a running indexer (e.g. the stack's) has caught up with the topic",
+    )
+    p_indexer.add_argument(
+        "--timeout-s", type=_positive_float, default=300.0, help="with --wait (default 300)"
+    )
+    p_indexer.set_defaults(func=_indexer)
+
+    p_reindex = sub.add_parser(
+        "reindex",
+        help="rebuild the search index from silver into a new index and swap the alias onto it",
+    )
+    p_reindex.set_defaults(func=_reindex)
 
     p_quarantine = sub.add_parser("quarantine", help="count and show quarantined records")
     p_quarantine.add_argument("--reason", help="with --show: only records with this reason")
@@ -524,7 +563,8 @@ def _known_failure(exc: Exception) -> str | None:
     from kafka.errors import KafkaError
     from pymongo.errors import ServerSelectionTimeoutError
 
-    from lakehouse.ingest.search import SearchSyncError
+    from lakehouse.ingest.indexer import IndexerError
+    from lakehouse.ingest.reindex import ReindexError
     from lakehouse.ingest.snapshot import SnapshotMissing
     from lakehouse.plans.store import PlanStoreError
     from lakehouse.serving.mirror import MirrorError
@@ -537,7 +577,8 @@ def _known_failure(exc: Exception) -> str | None:
         | SparkSetupError
         | PlanStoreError
         | SnapshotMissing
-        | SearchSyncError
+        | IndexerError
+        | ReindexError
         | MirrorError
         | SupersetError
     )

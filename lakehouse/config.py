@@ -45,6 +45,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_INGEST_MAX_OFFSETS": "ingest.max_offsets_per_trigger",
     "LAKEHOUSE_INGEST_TRIGGER_S": "ingest.trigger_interval_s",
     "LAKEHOUSE_INGEST_SILVER_MAX_BYTES": "ingest.silver_max_bytes_per_trigger",
+    "LAKEHOUSE_INDEXER_MAX_BATCH": "indexer.max_batch_records",
     "LAKEHOUSE_MLFLOW_TRACKING_URI": "gold.mlflow_tracking_uri",
     "LAKEHOUSE_ALERT_WEBHOOK_URL": "quality.alerts.webhook_url",
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
@@ -122,12 +123,25 @@ class IngestConfig:
     trigger_interval_s: float = 2.0
     # Where a brand-new bronze query starts: "earliest" keeps every event the topic still holds.
     starting_offsets: str = "earliest"
-    # How long one batch keeps retrying an unreachable Elasticsearch before the query fails
-    # (and is restarted from its checkpoint by the continuous runner).
-    es_retry_timeout_s: float = 120.0
     # Continuous mode: pause before restarting a failed query, and how many restarts in a row.
     restart_backoff_s: float = 10.0
     max_restarts: int = 30
+
+
+@dataclass(frozen=True)
+class IndexerConfig:
+    """The real-time search indexer (`lakehouse indexer`; supervised by `stack up --apps`)."""
+
+    # The Kafka consumer group its committed offsets are kept under (`ingest --lag` reads it).
+    group_id: str = "lakehouse-indexer"
+    # Where documents the index refuses go; empty means `<kafka.topic>.dead-letters`.
+    dead_letter_topic: str = ""
+    # Records per poll, and so per bulk request: large enough to amortise a request when it
+    # catches up, small enough that one bulk stays well under a second.
+    max_batch_records: int = 2000
+    # How long one batch keeps retrying an unreachable Elasticsearch before the indexer exits
+    # 1 (and its supervisor restarts it from the committed offsets).
+    retry_timeout_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -298,6 +312,7 @@ class Config:
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     elasticsearch: ElasticsearchConfig = field(default_factory=ElasticsearchConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    indexer: IndexerConfig = field(default_factory=IndexerConfig)
     gold: GoldConfig = field(default_factory=GoldConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
@@ -370,6 +385,7 @@ def load_config(
     config = _build(Config, merged, prefix="", source=source)
     _check_spark(config.spark, source)
     _check_ingest(config.ingest, source)
+    _check_indexer(config.indexer, source)
     _check_gold(config.gold, source)
     _check_quality(config.quality, source)
     _check_serving(config.serving, source)
@@ -392,7 +408,7 @@ def _check_ingest(ingest: IngestConfig, source: str) -> None:
     for name in ("max_offsets_per_trigger", "silver_max_bytes_per_trigger"):
         if getattr(ingest, name) < 1:
             raise ConfigError(f"{source}: ingest.{name} must be >= 1")
-    for name in ("trigger_interval_s", "es_retry_timeout_s", "restart_backoff_s"):
+    for name in ("trigger_interval_s", "restart_backoff_s"):
         if getattr(ingest, name) < 0:
             raise ConfigError(f"{source}: ingest.{name} must be >= 0 seconds")
     if ingest.max_restarts < 0:
@@ -402,6 +418,15 @@ def _check_ingest(ingest: IngestConfig, source: str) -> None:
             f"{source}: ingest.starting_offsets must be earliest or latest, "
             f"got {ingest.starting_offsets!r}"
         )
+
+
+def _check_indexer(indexer: IndexerConfig, source: str) -> None:
+    if indexer.max_batch_records < 1:
+        raise ConfigError(f"{source}: indexer.max_batch_records must be >= 1")
+    if indexer.retry_timeout_s < 0:
+        raise ConfigError(f"{source}: indexer.retry_timeout_s must be >= 0 seconds")
+    if not indexer.group_id:
+        raise ConfigError(f"{source}: indexer.group_id must not be empty")
 
 
 def _check_gold(gold: GoldConfig, source: str) -> None:

@@ -1,6 +1,6 @@
 """`lakehouse summary`: what the lakehouse holds right now, for the end of `make demo` and for an
 operator's first look: every table with its row count and Delta version, the latest quality
-run, the anomaly counts, and where the app servers answer."""
+run, the anomaly counts, the search index and its indexer's lag."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import io
 from lakehouse.config import Config
+from lakehouse.ingest import search
+from lakehouse.ingest.indexer import measure_lag as measure_indexer_lag
 from lakehouse.quality.report import format_table, run_history
 from lakehouse.tables import (
     BRONZE_EVENTS,
@@ -69,4 +71,18 @@ def summarise(spark: SparkSession, config: Config) -> str:
         sections += ["", f"Anomalies: {flagged} of {scored:,} scored plans flagged ({detail})"]
     else:
         sections += ["", "Anomalies: not scored yet (`lakehouse jobs run anomaly_detection`)"]
-    return "\n".join(sections)
+    return "\n".join([*sections, "", search_line(config)])
+
+
+def search_line(config: Config) -> str:
+    try:
+        state = search.index_state(config)
+        lag = measure_indexer_lag(config).render()
+    except Exception as exc:  # a summary reports an unreachable service, it does not fail on it
+        return f"Search: not reachable ({type(exc).__name__}); is `lakehouse stack up` running?"
+    if state is None:
+        return f"Search: no index {config.elasticsearch.index} yet (`lakehouse indexer`)"
+    return (
+        f"Search: {state.alias} -> {', '.join(state.indexes)}, {state.documents:,} documents; "
+        f"{lag}"
+    )

@@ -1,12 +1,11 @@
-"""Applying one batch of plan events to silver and Elasticsearch (the foreachBatch body).
+"""Applying one batch of plan events to silver (the foreachBatch body). The search index is
+kept by its own consumer of the change topic (lakehouse.ingest.indexer), not here.
 
 Every step is idempotent, so a batch replayed after a crash, at any point, converges on the same
 tables:
 - silver.plans: MERGE guarded by version (an older or equal version never overwrites);
 - plan_history: insert (plan_id, version) if absent, then recompute valid_to of touched plans;
-- plan_services / services / the search index: rebuilt from silver.plans for touched plans;
-- quarantine.sink_refusals: a document the index refused for its content, inserted once per
-  (sink, operation, plan_id, version), so a replay adds nothing.
+- plan_services / services: rebuilt from silver.plans for touched plans.
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ from pyspark.sql import DataFrame, SparkSession
 
 from lakehouse import io
 from lakehouse.config import Config
-from lakehouse.ingest import search, silver
+from lakehouse.ingest import silver
 from lakehouse.tables import (
     PLAN_HISTORY,
     PLAN_SERVICES,
     PLANS,
-    REFUSED_DOCUMENTS,
     SERVICES,
     SILVER_PLAN_SERVICES,
     SILVER_TABLES,
@@ -40,18 +38,13 @@ class ApplyResult:
     events: int
     plans_touched: int
     plans_changed: int
-    refused: int = 0  # documents the search index refused (quarantine.sink_refusals)
 
 
 def apply_plan_events(
-    events: DataFrame,
-    config: Config,
-    search_index: bool = True,
-    timer: StepTimer | None = None,
+    events: DataFrame, config: Config, timer: StepTimer | None = None
 ) -> ApplyResult:
-    """Apply typed plan events (contract.to_plan_events layout) to the silver tables and (unless
-    `search_index` is false: benchmarks of silver and gold alone) the search index. The caller
-    should persist `events`; it is read several times. Steps are timed into `timer`."""
+    """Apply typed plan events (contract.to_plan_events layout) to the silver tables. The
+    caller should persist `events`; it is read several times. Steps are timed into `timer`."""
     spark = events.sparkSession
     timer = timer or StepTimer()
     with timer("count"):
@@ -77,14 +70,7 @@ def apply_plan_events(
                 _merge_plan_services(linked, touched, config)
         finally:
             linked.unpersist()
-        refused = 0
-        if search_index:
-            with timer("search"):
-                sync = search.sync_search_index(current, config, config.ingest.es_retry_timeout_s)
-            if sync.refused:
-                with timer("refusals"):
-                    refused = _record_refusals(sync.refused, current, config)
-        return ApplyResult(event_count, current.count(), plans_changed, refused)
+        return ApplyResult(event_count, current.count(), plans_changed)
     finally:
         current.unpersist()
 
@@ -175,27 +161,6 @@ def _merge_services(linked: DataFrame, config: Config) -> None:
         .whenNotMatchedInsertAll()
         .execute()
     )
-
-
-def _record_refusals(refused: tuple[search.Refusal, ...], plans: DataFrame, config: Config) -> int:
-    spark = plans.sparkSession
-    frame = spark.createDataFrame(
-        [(r.operation, r.plan_id, r.version, r.status, r.error, r.document) for r in refused],
-        search.REFUSAL,
-    )
-    rows = search.to_refusal_rows(frame, plans)
-    keys = ("sink", "operation", "plan_id", "version")
-    (
-        io.ensure_table(spark, config, REFUSED_DOCUMENTS)
-        .alias("t")
-        .merge(rows.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    for r in refused:
-        log.warning("elasticsearch refused %s of %s v%d (%d): %s",
-                    r.operation, r.plan_id, r.version, r.status, r.error[:300])  # fmt: skip
-    return len(refused)
 
 
 def ensure_silver_tables(spark: SparkSession, config: Config) -> None:

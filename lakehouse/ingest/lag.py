@@ -1,6 +1,7 @@
 """How far the running streaming ingest is behind, measured from the outside: Kafka's end offsets
-against the offsets bronze holds, and bronze's Delta versions against the last one the silver
-stream committed (from its checkpoint). `lakehouse ingest --wait` polls this until both are 0,
+against the offsets bronze holds, bronze's Delta versions against the last one the silver
+stream committed (from its checkpoint), and the end offsets against what the real-time search
+indexer committed. `lakehouse ingest --wait` polls this until both are 0,
 so a script can hand over to batch jobs once the supervised ingest has caught up. It also warns
 when the oldest record bronze has not read nears the topic's retention, or is already gone."""
 
@@ -17,6 +18,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import clients, io
 from lakehouse.config import Config, is_uri
+from lakehouse.ingest.indexer import IndexerLag
+from lakehouse.ingest.indexer import measure_lag as measure_indexer_lag
 from lakehouse.tables import BRONZE_EVENTS, SILVER_CHECKPOINT, checkpoint
 
 # Delta operations that change no rows: a stream has nothing to read in them.
@@ -41,6 +44,8 @@ class IngestLag:
     bronze_versions: int
     # Unread records near the topic's retention, or already deleted by it (one line each).
     retention_warnings: tuple[str, ...] = ()
+    # Records the real-time indexer has not committed (None: it has committed nothing yet).
+    indexer_records: int | None = None
 
     @property
     def caught_up(self) -> bool:
@@ -51,6 +56,7 @@ class IngestLag:
             [
                 f"ingest lag: {self.kafka_records:,} Kafka records not in bronze, "
                 f"{self.bronze_versions} bronze version(s) not in silver",
+                IndexerLag(self.indexer_records).render(),
                 *(f"WARNING: {line}" for line in self.retention_warnings),
             ]
         )
@@ -152,10 +158,11 @@ def silver_next_bronze_version(config: Config) -> int | None:
 def measure(spark: SparkSession, config: Config, retention: bool = True) -> IngestLag:
     """The lag now; `retention` also checks unread records against the topic's retention."""
     ends = kafka_end_offsets(config)
+    indexer = measure_indexer_lag(config).records
     now_ms = time.time_ns() // 1_000_000
     if not io.table_exists(spark, config, BRONZE_EVENTS):
         warnings = retention_warnings(config, {}, now_ms) if retention else ()
-        return IngestLag(sum(ends.values()), 0, warnings)
+        return IngestLag(sum(ends.values()), 0, warnings, indexer)
     held = {
         row["partition"]: row["next"]
         for row in io.read_table(spark, config, BRONZE_EVENTS)
@@ -174,7 +181,7 @@ def measure(spark: SparkSession, config: Config, retention: bool = True) -> Inge
         .count()
     )
     warnings = retention_warnings(config, held, now_ms) if retention else ()
-    return IngestLag(kafka_records, pending, warnings)
+    return IngestLag(kafka_records, pending, warnings, indexer)
 
 
 def wait_caught_up(

@@ -1,5 +1,5 @@
-"""What `lakehouse ingest | quarantine | snapshot | reconcile` and the jobs/ entrypoints do,
-given a SparkSession: run, print progress and a summary, return an exit status."""
+"""What `lakehouse ingest | indexer | reindex | quarantine | snapshot | reconcile` and the jobs/
+entrypoints do: run, print progress and a summary, return an exit status."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pyspark.sql import functions as F
 
 from lakehouse import io
 from lakehouse.config import Config
+from lakehouse.ingest import indexer as indexers
+from lakehouse.ingest import reindex as reindexing
 from lakehouse.ingest import snapshot as snapshots
 from lakehouse.ingest.stream import BronzeBatch, IngestError, SilverBatch, run_continuous, run_once
 from lakehouse.tables import PLANS, QUARANTINE, REFUSED_DOCUMENTS, SNAPSHOT_QUARANTINE
@@ -25,8 +27,6 @@ def format_progress(batch: BronzeBatch | SilverBatch) -> str:
         return f"bronze batch {batch.batch_id}: {batch.records:,} records, kafka lag {lag}"
     age = batch.max_freshness_s
     freshness = "" if age is None else f", oldest event {age:,.1f}s old"
-    if batch.search_refused:
-        freshness += f", {batch.search_refused:,} refused by the search index"
     return (
         f"silver batch {batch.batch_id}: {batch.records:,} records -> {batch.events:,} events, "
         f"{batch.quarantined:,} quarantined, {batch.plans_changed:,} plans changed "
@@ -47,7 +47,7 @@ def ingest(spark: SparkSession, config: Config, once: bool, out: TextIO = sys.st
     report = printer(out)
     print(
         f"ingest: {config.kafka.topic} @ {config.kafka.bootstrap} -> {config.warehouse} "
-        f"+ index {config.elasticsearch.index} ({'once' if once else 'continuous'})",
+        f"({'once' if once else 'continuous'})",
         file=out,
         flush=True,
     )
@@ -63,6 +63,62 @@ def ingest(spark: SparkSession, config: Config, once: bool, out: TextIO = sys.st
         print(f"ingest: {exc}; committed batches are kept, rerun to resume", file=sys.stderr)
         return 1
     print(ingest_summary(spark, config), file=out, flush=True)
+    return 0
+
+
+def format_indexed(batch: indexers.IndexedBatch) -> str:
+    age = batch.max_freshness_s
+    freshness = "" if age is None else f", newest event {age:,.2f}s old"
+    extra = "".join(
+        f", {n:,} {what}"
+        for n, what in ((batch.dead_letters, "dead-lettered"), (batch.skipped, "skipped"))
+        if n
+    )
+    return (
+        f"indexer: {batch.records:,} records -> {batch.indexed:,} indexed, "
+        f"{batch.deleted:,} deleted{extra} in {batch.seconds:.2f}s{freshness}"
+    )
+
+
+def run_indexer(config: Config, once: bool, out: TextIO = sys.stdout) -> int:
+    """The real-time search indexer: `once` indexes what the topic holds now and returns,
+    otherwise runs until SIGINT/SIGTERM. Exit 0, or 1 when Elasticsearch stayed unreachable."""
+    print(
+        f"indexer: {config.kafka.topic} @ {config.kafka.bootstrap} -> "
+        f"{config.elasticsearch.url} alias {config.elasticsearch.index} "
+        f"({'once' if once else 'continuous'})",
+        file=out,
+        flush=True,
+    )
+    stop = threading.Event()
+    if not once:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+    running = indexers.Indexer(config, lambda b: print(format_indexed(b), file=out, flush=True))
+    try:
+        totals = running.run(stop, once=once)
+    except indexers.IndexerError as exc:
+        print(f"indexer: {exc}; committed offsets are kept, rerun to resume", file=sys.stderr)
+        return 1
+    print(totals.render(), file=out, flush=True)
+    return 0
+
+
+def wait_for_indexer(config: Config, timeout_s: float, out: TextIO = sys.stdout) -> int:
+    """Exit 0 once a running indexer has caught up with the topic, 1 after `timeout_s`."""
+    if indexers.wait_caught_up(config, timeout_s, lambda line: print(line, file=out, flush=True)):
+        return 0
+    print(
+        f"indexer: not caught up after {timeout_s:.0f}s; is it running? "
+        "(`lakehouse stack status`, `lakehouse stack logs indexer`)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def reindex(spark: SparkSession, config: Config, out: TextIO = sys.stdout) -> int:
+    result = reindexing.reindex(spark, config, lambda line: print(line, file=out, flush=True))
+    print(result.render(config.elasticsearch.index), file=out, flush=True)
     return 0
 
 
@@ -131,7 +187,22 @@ def show_quarantine(
         _show_refusals(io.read_table(spark, config, REFUSED_DOCUMENTS), limit, out)
     else:
         print("sink refusals: none (no document was refused by a sink)", file=out)
+    _show_dead_letters(indexers.read_dead_letters(config), limit, out)
     return 0
+
+
+def _show_dead_letters(letters: list[indexers.DeadLetter], limit: int, out: TextIO) -> None:
+    if not letters:
+        print("indexer dead letters: none", file=out)
+        return
+    print(f"indexer dead letters: {len(letters):,} documents", file=out)
+    for letter in letters[-limit:] if limit else []:
+        print(
+            f"- {letter.index} {letter.operation} {letter.plan_id} v{letter.version} "
+            f"(from {letter.partition}:{letter.offset}) status {letter.status}: "
+            f"{letter.error[:200]}",
+            file=out,
+        )
 
 
 def _show_snapshot_quarantine(quarantine: DataFrame, out: TextIO) -> None:

@@ -1,21 +1,24 @@
-"""The Elasticsearch index of current plans: mapping, documents, and the versioned sync.
+"""The Elasticsearch index of current plans: mapping, the alias, documents, the Spark write.
 
-Documents are written with elasticsearch-spark using the plan version as an external version
-(`external_gte`), so Elasticsearch itself refuses an older version over a newer one, and a
-replayed batch (same version) is accepted without changing anything.
+The configured index name (`elasticsearch.index`, "plans") is an alias on a versioned index
+(`plans-v1`, `plans-v2`, ...): the real-time indexer (lakehouse.ingest.indexer) writes through
+it, `lakehouse reindex` (lakehouse.ingest.reindex) builds the next version and swaps it.
 
-When that bulk write fails, the same documents go again through the Python client, one bulk
-request whose per-document answers tell a refusal for content (a 4xx other than 409 and 429:
-the document is returned as a `Refusal`, the rest are written) from an outage or overload (a
-connection error, 429 or 5xx: retried, then the batch fails). One bad document never holds the
-index back, and an unreachable Elasticsearch still fails loudly.
+Documents are written with the plan version as an external version (`external_gte`), so
+Elasticsearch itself refuses an older version over a newer one, and a replayed write (same
+version) is accepted without changing anything.
+
+When the elasticsearch-spark bulk write of a reindex fails, the same documents go again through
+the Python client, one bulk request whose per-document answers tell a refusal for content (a
+4xx other than 409 and 429: the document is returned as a `Refusal`, the rest are written) from
+an outage or overload (a connection error, 429 or 5xx: the reindex fails and leaves the alias
+where it was). One bad document never holds the index back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +26,24 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
 
-from lakehouse import clients
+from lakehouse import clients, io
 from lakehouse.config import Config
-from lakehouse.tables import PLAN_DOCUMENT
+from lakehouse.tables import PLAN_DOCUMENT, REFUSED_DOCUMENTS
 
 log = logging.getLogger(__name__)
 
 _money = {"type": "double"}
 INDEX_BODY: dict[str, Any] = {
     # One local node: a replica could never be assigned and would keep the index yellow.
-    "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+    "settings": {
+        "number_of_shards": 1,
+        "number_of_replicas": 0,
+        # How long a delete's version is remembered (Elasticsearch's default: 60 s). The
+        # indexer writes from the topic, where an older update can arrive after a delete (a
+        # redelivery, an outbox drained late): within this window it is refused instead of
+        # bringing the plan back.
+        "gc_deletes": "7d",
+    },
     "mappings": {
         # A field nobody declared is a bug in the writer, not something to index silently.
         "dynamic": "strict",
@@ -64,10 +75,6 @@ INDEX_BODY: dict[str, Any] = {
 
 
 ELASTICSEARCH = "elasticsearch"  # the sink's name in quarantine.sink_refusals
-
-
-class SearchSyncError(RuntimeError):
-    """Elasticsearch stayed unreachable (or overloaded) for the whole retry window."""
 
 
 @dataclass(frozen=True)
@@ -125,12 +132,85 @@ class _Unavailable(RuntimeError):
     """A per-document answer that says Elasticsearch, not the document, is the problem."""
 
 
-def ensure_index(config: Config) -> None:
-    """Create the plans index with its explicit mapping unless it exists."""
+def next_alias(config: Config) -> str:
+    """The alias a reindex puts on the index it builds; the live indexer writes there too."""
+    return f"{config.elasticsearch.index}-next"
+
+
+def versioned_indexes(client: Any, alias: str) -> list[str]:
+    """The concrete indexes `<alias>-v<N>` that exist, oldest (lowest N) first."""
+    found = client.indices.get(index=f"{alias}-v*", allow_no_indices=True, ignore_unavailable=True)
+    named = [name for name in found if name[len(alias) + 2 :].isdigit()]
+    return sorted(named, key=lambda name: int(name[len(alias) + 2 :]))
+
+
+def new_index_name(client: Any, alias: str) -> str:
+    existing = versioned_indexes(client, alias)
+    return f"{alias}-v{int(existing[-1][len(alias) + 2 :]) + 1 if existing else 1}"
+
+
+@dataclass(frozen=True)
+class IndexState:
+    alias: str
+    indexes: tuple[str, ...]  # behind the alias (one, except in an old concrete-index setup)
+    documents: int
+
+
+def index_state(config: Config) -> IndexState | None:
+    """What the alias points at and how many documents it holds; None before it exists."""
     client = clients.es_client(config)
+    alias = config.elasticsearch.index
     try:
-        if not client.indices.exists(index=config.elasticsearch.index):
-            client.indices.create(index=config.elasticsearch.index, body=INDEX_BODY)
+        if not client.indices.exists(index=alias):
+            return None
+        behind = (
+            tuple(sorted(client.indices.get_alias(name=alias)))
+            if client.indices.exists_alias(name=alias)
+            else (alias,)
+        )
+        return IndexState(alias, behind, int(client.count(index=alias)["count"]))
+    finally:
+        client.close()
+
+
+def ensure_index(config: Config) -> None:
+    """Make the configured index name an alias on a versioned index with the mapping
+    (`<name>-v1` the first time). Readers and writers only ever name the alias, so a reindex
+    can swap what is behind it atomically. A concrete index of that name (from before aliases)
+    is copied into the versioned index and replaced by the alias in one step."""
+    client = clients.es_client(config)
+    alias = config.elasticsearch.index
+    try:
+        if client.indices.exists_alias(name=alias):
+            return
+        first = new_index_name(client, alias)
+        if not client.indices.exists(index=alias):
+            try:
+                client.indices.create(index=first, body={**INDEX_BODY, "aliases": {alias: {}}})
+            except Exception:
+                if not client.indices.exists_alias(name=alias):  # not a concurrent creation
+                    raise
+            return
+        client.indices.create(index=first, body=INDEX_BODY)
+        copied = client.reindex(
+            body={
+                "source": {"index": alias},
+                "dest": {"index": first, "version_type": "external_gte"},
+            },
+            refresh=True,
+            wait_for_completion=True,
+        )
+        if copied.get("failures"):
+            log.warning("%d documents of %s did not fit the mapping of %s and were left out",
+                        len(copied["failures"]), alias, first)  # fmt: skip
+        client.indices.update_aliases(
+            body={
+                "actions": [
+                    {"remove_index": {"index": alias}},
+                    {"add": {"index": first, "alias": alias}},
+                ]
+            }
+        )
     finally:
         client.close()
 
@@ -171,10 +251,10 @@ def to_search_deletes(plans: DataFrame) -> DataFrame:
     return plans.where(F.col("is_deleted")).select("plan_id", "version")
 
 
-def _write_options(config: Config, operation: str) -> dict[str, str]:
+def _write_options(config: Config, operation: str, index: str) -> dict[str, str]:
     return {
         **clients.es_spark_options(config),
-        "es.resource": config.elasticsearch.index,
+        "es.resource": index,
         "es.write.operation": operation,
         "es.mapping.id": "plan_id",
         "es.mapping.version": "version",
@@ -184,40 +264,28 @@ def _write_options(config: Config, operation: str) -> dict[str, str]:
     }
 
 
-def sync_search_index(plans: DataFrame, config: Config, retry_timeout_s: float) -> SearchSync:
-    """Bring the index in line with these silver.plans rows: live plans indexed at their
-    version, tombstones deleted; documents refused for their content are returned, not
-    retried. Retries while Elasticsearch is unreachable, then raises SearchSyncError so the
-    streaming query fails and is replayed from its checkpoint."""
-    deadline = time.monotonic() + retry_timeout_s
-    delay = 1.0
-    while True:
-        try:
-            ensure_index(config)
-            live, deleted = plans.agg(
-                F.count_if(~F.col("is_deleted")), F.count_if(F.col("is_deleted"))
-            ).first()
-            refused: list[Refusal] = []
-            if live:
-                refused += _write_or_sort_out(to_search_documents(plans), config, "index")
-            if deleted:
-                refused += _write_or_sort_out(to_search_deletes(plans), config, "delete")
-            return SearchSync(live, deleted, tuple(refused))
-        except Exception as exc:  # es-hadoop and the client raise many types for one outage
-            if time.monotonic() + delay > deadline:
-                raise SearchSyncError(
-                    f"Elasticsearch at {config.elasticsearch.url} refused the sync for "
-                    f"{retry_timeout_s:.0f}s: {_first_line(exc)}"
-                ) from exc
-            log.warning("elasticsearch sync failed, retrying in %.0fs: %s", delay, _first_line(exc))
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+def write_plans(plans: DataFrame, config: Config, index: str) -> SearchSync:
+    """Write these silver.plans rows into `index` with elasticsearch-spark (the bulk path of
+    `lakehouse reindex`): live plans indexed at their version, tombstones deleted at theirs.
+    Documents refused for their content are returned, not retried; an unreachable
+    Elasticsearch raises."""
+    live, deleted = plans.agg(
+        F.count_if(~F.col("is_deleted")), F.count_if(F.col("is_deleted"))
+    ).first()
+    refused: list[Refusal] = []
+    if live:
+        refused += _write_or_sort_out(to_search_documents(plans), config, "index", index)
+    if deleted:
+        refused += _write_or_sort_out(to_search_deletes(plans), config, "delete", index)
+    return SearchSync(live, deleted, tuple(refused))
 
 
-def _write_or_sort_out(documents: DataFrame, config: Config, operation: str) -> list[Refusal]:
+def _write_or_sort_out(
+    documents: DataFrame, config: Config, operation: str, index: str
+) -> list[Refusal]:
     """The fast bulk write; when it fails, the same documents one by one through the client."""
     try:
-        _write(documents, config, operation)
+        _write(documents, config, operation, index)
         return []
     except Exception as exc:
         log.warning("elasticsearch bulk %s failed, sorting out per document: %s",
@@ -225,10 +293,12 @@ def _write_or_sort_out(documents: DataFrame, config: Config, operation: str) -> 
     # Only after a failure: the batch's documents (bounded by the silver batch size) on the
     # driver, in the JSON Spark would send (null fields left out, as elasticsearch-spark does).
     rows = [json.loads(text) for text in documents.toJSON().collect()]
-    return _bulk_per_document(rows, config, operation)
+    return _bulk_per_document(rows, config, operation, index)
 
 
-def _bulk_per_document(rows: list[dict[str, Any]], config: Config, operation: str) -> list[Refusal]:
+def _bulk_per_document(
+    rows: list[dict[str, Any]], config: Config, operation: str, index: str
+) -> list[Refusal]:
     """One bulk request, versioned as the Spark write is; per document: written (or already
     newer: 409), refused for content (returned), or Elasticsearch unavailable (raises)."""
     client = clients.es_client(config)
@@ -236,7 +306,7 @@ def _bulk_per_document(rows: list[dict[str, Any]], config: Config, operation: st
         body: list[dict[str, Any]] = []
         for row in rows:
             action = {
-                "_index": config.elasticsearch.index,
+                "_index": index,
                 "_id": row["plan_id"],
                 "version": row["version"],
                 "version_type": "external_gte",
@@ -269,10 +339,10 @@ def _bulk_per_document(rows: list[dict[str, Any]], config: Config, operation: st
     return refused
 
 
-def _write(documents: DataFrame, config: Config, operation: str) -> None:
+def _write(documents: DataFrame, config: Config, operation: str, index: str) -> None:
     (
         documents.write.format("org.elasticsearch.spark.sql")
-        .options(**_write_options(config, operation))
+        .options(**_write_options(config, operation, index))
         .mode("append")
         .save()
     )
@@ -281,3 +351,26 @@ def _write(documents: DataFrame, config: Config, operation: str) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def record_refusals(refused: tuple[Refusal, ...], plans: DataFrame, config: Config) -> int:
+    """Insert refusals into quarantine.sink_refusals, once per (sink, operation, plan_id,
+    version), with the Kafka position of each version from `plans` (silver.plans rows)."""
+    spark = plans.sparkSession
+    frame = spark.createDataFrame(
+        [(r.operation, r.plan_id, r.version, r.status, r.error, r.document) for r in refused],
+        REFUSAL,
+    )
+    rows = to_refusal_rows(frame, plans)
+    keys = ("sink", "operation", "plan_id", "version")
+    (
+        io.ensure_table(spark, config, REFUSED_DOCUMENTS)
+        .alias("t")
+        .merge(rows.alias("s"), " AND ".join(f"t.{k} = s.{k}" for k in keys))
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    for r in refused:
+        log.warning("elasticsearch refused %s of %s v%d (%d): %s",
+                    r.operation, r.plan_id, r.version, r.status, r.error[:300])  # fmt: skip
+    return len(refused)

@@ -1,7 +1,9 @@
 """The two streaming queries of `lakehouse ingest` and the loop that runs them.
 
     Kafka --(bronze query: Delta sink, exactly-once)--> bronze/plan_events
-    bronze/plan_events --(silver query: foreachBatch)--> quarantine, silver/*, Elasticsearch
+    bronze/plan_events --(silver query: foreachBatch)--> quarantine, silver/*
+
+(The search index is kept by its own consumer of the topic: lakehouse.ingest.indexer.)
 
 The bronze query is the Delta sink's own exactly-once write keyed by its checkpoint. The silver
 query appends quarantine rows with Delta transaction identifiers (query id + batch id) and
@@ -61,8 +63,6 @@ class SilverBatch:
     # Seconds per step (contract, quarantine, count, plans, history, services, ...): where a
     # slow batch goes.
     steps: dict[str, float] = field(default_factory=dict)
-    # documents the search index refused for their content (quarantine.sink_refusals)
-    search_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,6 @@ class SilverBatchWriter:
                 seconds=time.monotonic() - started,
                 max_freshness_s=freshness,
                 steps=dict(timer.seconds),
-                search_refused=result.refused,
             )
         )
 

@@ -1,6 +1,6 @@
 """The local stack: Kafka, PostgreSQL, FerretDB, Elasticsearch (with --cluster a Spark standalone
-master and workers; with --apps MLflow, Prefect, Superset, JupyterLab and the supervised ingest)
-as plain processes on 127.0.0.1."""
+master and workers; with --apps MLflow, Prefect, Superset, JupyterLab, the supervised ingest and
+indexer) as plain processes on 127.0.0.1."""
 
 from lakehouse.stack.manager import (
     ServiceStatus,

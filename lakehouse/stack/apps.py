@@ -1,7 +1,8 @@
 """The servers people open, started next to the data services by `lakehouse stack up --apps`:
-MLflow, Prefect (server + the nightly deployment it schedules), Superset, JupyterLab, and the
-supervised streaming ingest. Same contract as the data services (lakehouse/stack/services.py):
-plain processes on 127.0.0.1, a state folder each, a real readiness probe.
+MLflow, Prefect (server + the nightly deployment it schedules), Superset, JupyterLab, the
+supervised streaming ingest and the real-time search indexer. Same contract as the data
+services (lakehouse/stack/services.py): plain processes on 127.0.0.1, a state folder each, a
+real readiness probe.
 """
 
 from __future__ import annotations
@@ -245,12 +246,11 @@ class JupyterService(Service):
         json.loads(_get(f"http://127.0.0.1:{self.port}/api"))
 
 
-class IngestService(Service):
-    """The streaming ingest (`lakehouse ingest`) as a long-lived process under a supervisor that
-    restarts it after a crash, with a growing pause (lakehouse/stack/supervisor.py)."""
+class SupervisedCommand(Service):
+    """A long-lived `lakehouse <subcommand>` under a supervisor that restarts it after a crash,
+    with a growing pause (lakehouse/stack/supervisor.py)."""
 
-    name = "ingest"
-    depends_on = ("kafka", "postgres", "ferretdb", "elasticsearch")
+    subcommand = ""
     listens = False
 
     @property
@@ -267,12 +267,12 @@ class IngestService(Service):
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "lakehouse.stack.supervisor", "--name", "ingest",
+            sys.executable, "-m", "lakehouse.stack.supervisor", "--name", self.name,
             "--status-file", str(self.status_file),
             "--max-backoff-s", str(self.config.apps.ingest_max_backoff_s),
-            # below the stack's own 45 s grace, so the ingest's graceful stop is never cut short
+            # below the stack's own 45 s grace, so a graceful stop is never cut short
             "--stop-timeout-s", "40",
-            "--", str(VENV_BIN / "lakehouse"), "--env", self.config.environment, "ingest",
+            "--", str(VENV_BIN / "lakehouse"), "--env", self.config.environment, self.subcommand,
         ]  # fmt: skip
 
     def probe(self) -> None:
@@ -282,9 +282,25 @@ class IngestService(Service):
         status = read_status(self.status_file)
         # A killed supervisor leaves its last status behind: the file alone proves nothing.
         if status is None or not process_alive(status.supervisor_pid, self.marker):
-            raise StackError("ingest: no supervisor running")
+            raise StackError(f"{self.name}: no supervisor running")
         if status.state != "running":
-            raise StackError(f"ingest: supervisor state is {status.state}")
+            raise StackError(f"{self.name}: supervisor state is {status.state}")
+
+
+class IngestService(SupervisedCommand):
+    """The streaming ingest (`lakehouse ingest`): Kafka -> bronze -> silver."""
+
+    name = "ingest"
+    subcommand = "ingest"
+    depends_on = ("kafka", "postgres", "ferretdb", "elasticsearch")
+
+
+class IndexerService(SupervisedCommand):
+    """The real-time search indexer (`lakehouse indexer`): Kafka -> Elasticsearch."""
+
+    name = "indexer"
+    subcommand = "indexer"
+    depends_on = ("kafka", "elasticsearch")
 
 
 APP_SERVICE_TYPES: tuple[type[Service], ...] = (
@@ -293,6 +309,7 @@ APP_SERVICE_TYPES: tuple[type[Service], ...] = (
     SupersetService,
     JupyterService,
     IngestService,
+    IndexerService,
     NightlyDeploymentService,
 )
 

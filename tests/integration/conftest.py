@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import io as text_io
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +31,11 @@ def demo_lake(
     spark, config: Config, local_stack: bool, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Config]:
     """What `make demo` leaves behind, at test size: a simulated plan store ingested into
-    bronze/silver, a snapshot, every gold table, a trained and scored anomaly model, a passed
-    quality run and its mirror in a private PostgreSQL schema. For the surfaces that read them
-    (notebooks, Superset)."""
+    bronze/silver and the search index, a snapshot, every gold table, a trained and scored
+    anomaly model, a passed quality run and its mirror in a private PostgreSQL schema. For the
+    surfaces that read them (notebooks, Superset)."""
     from lakehouse.gold import jobs
+    from lakehouse.ingest.indexer import Indexer
     from lakehouse.ingest.operations import ingest, snapshot
     from lakehouse.plans.simulate import simulate
     from lakehouse.plans.store import PlanStore
@@ -51,6 +53,7 @@ def demo_lake(
         with PlanStore.open(lake, batch_size=50) as store:
             simulate(store, plans=80, changes=60, seed=11)
         assert ingest(spark, lake, once=True) == 0
+        Indexer(lake, report=lambda _: None).run(threading.Event(), once=True)
         assert snapshot(spark, lake, False, text_io.StringIO()) == 0
         assert jobs.run(spark, lake, "all", jobs.JobOptions(modes=("train", "score"))) == 0
         outcome = publish_if_clean(spark, lake, lambda: publish_all(spark, lake, print))

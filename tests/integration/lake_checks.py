@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 
 from lakehouse import clients, io
 from lakehouse.config import Config
+from lakehouse.ingest.indexer import Indexer
 from lakehouse.plans.events import ChangeEvent
 from lakehouse.plans.scenario import FinalState
 from lakehouse.tables import BRONZE_EVENTS, PLAN_SERVICES, PLANS, SERVICES
@@ -67,7 +69,8 @@ def assert_lakehouse_matches(
     spark, config: Config, final: dict[str, FinalState], not_indexed: frozenset[str] = frozenset()
 ) -> None:
     """Silver, its derived tables and the index hold `final`; the index leaves out the plans in
-    `not_indexed` (documents it refused)."""
+    `not_indexed` (documents it refused). The index is the real-time indexer's output: this
+    first drains the topic through it (`lakehouse indexer --once`)."""
     silver = {r["plan_id"]: r for r in io.read_table(spark, config, PLANS).collect()}
     assert sorted(silver) == sorted(final)
     got = {
@@ -120,6 +123,15 @@ def assert_lakehouse_matches(
     linked = {(row[2], row[3]) for row in expected_plan_services(final)}
     assert {(sid, names.get(sid)) for sid, _ in linked} == linked
 
+    Indexer(config, report=lambda _: None).run(threading.Event(), once=True)
+    assert_index_matches(config, final, not_indexed)
+
+
+def assert_index_matches(
+    config: Config, final: dict[str, FinalState], not_indexed: frozenset[str] = frozenset()
+) -> None:
+    """The index (through its alias) holds each live plan of `final` at its version, as its
+    external version too, with its costs; nothing else (deleted plans are gone)."""
     es = clients.es_client(config)
     try:
         es.indices.refresh(index=config.elasticsearch.index)
@@ -128,9 +140,11 @@ def assert_lakehouse_matches(
         ]["hits"]
     finally:
         es.close()
-    indexed = {h["_id"]: (h["_version"], h["_source"]["version"]) for h in hits}
+    indexed = {
+        h["_id"]: (h["_version"], h["_source"]["version"], h["_source"]["deductible"]) for h in hits
+    }
     live = {
-        k: (s.version, s.version)
+        k: (s.version, s.version, float(s.document["planCostShares"]["deductible"]))
         for k, s in final.items()
         if s.document is not None and k not in not_indexed
     }

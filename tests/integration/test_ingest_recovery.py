@@ -1,5 +1,5 @@
-"""The medallion under failure: a SIGKILLed ingest process, an Elasticsearch outage, and the
-Mongo snapshot / reconciliation path."""
+"""The medallion under failure: a SIGKILLed ingest process, and the Mongo snapshot /
+reconciliation path. (The index under an Elasticsearch outage: test_indexer.py.)"""
 
 from __future__ import annotations
 
@@ -16,17 +16,16 @@ from pathlib import Path
 import pytest
 from lake_checks import assert_bronze_exactly_once, assert_lakehouse_matches
 from pyspark.sql import functions as F
-from support import TcpProxy, drop_database, env_for, isolated_lakehouse, produce
+from support import drop_database, env_for, isolated_lakehouse, produce
 
 from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config
-from lakehouse.ingest import search, snapshot
+from lakehouse.ingest import snapshot
 from lakehouse.ingest.operations import ingest
-from lakehouse.ingest.stream import run_continuous
-from lakehouse.plans.scenario import FinalState, disorder, event_history
+from lakehouse.plans.scenario import disorder, event_history
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
-from lakehouse.tables import PLANS, RECONCILIATION, SILVER_CHECKPOINT, SNAPSHOTS, checkpoint
+from lakehouse.tables import RECONCILIATION, SILVER_CHECKPOINT, SNAPSHOTS, checkpoint
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -90,61 +89,6 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     assert_lakehouse_matches(spark, lake, final)
 
 
-def test_elasticsearch_outage_is_retried_and_caught_up(
-    spark, config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    lake = isolated_lakehouse(config, str(tmp_path / "warehouse"), "esdown")
-    es_port = int(lake.elasticsearch.url.rsplit(":", 1)[1])
-    proxy = TcpProxy(es_port)
-    lake = dataclasses.replace(
-        lake,
-        elasticsearch=dataclasses.replace(lake.elasticsearch, url=f"http://127.0.0.1:{proxy.port}"),
-        ingest=dataclasses.replace(
-            lake.ingest, trigger_interval_s=0.5, es_retry_timeout_s=3, restart_backoff_s=1
-        ),
-    )
-    events, final = event_history(31, plans=20, changes=80)
-    produce(lake, [(e.key(), e.value()) for e in events])
-    proxy.up()
-    search.ensure_index(lake)  # the index exists; then Elasticsearch "goes down"
-    proxy.down()
-
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_continuous(spark, lake, lambda batch: None, stop)
-        except BaseException as exc:  # reported to the test thread below
-            failures.append(exc)
-
-    runner = threading.Thread(target=run, daemon=True)
-    runner.start()
-    try:
-        # Silver keeps advancing while the index cannot be written...
-        _wait_for(lambda: _silver_versions(spark, lake) == _versions(final), 240, failures)
-        # ...until its batch gives up on the index, fails, and is scheduled for a restart.
-        _wait_for(lambda: _restarts(caplog), 240, failures)
-        proxy.up()
-        # ...and the index catches up once Elasticsearch is back.
-        _wait_for(lambda: _indexed_versions(lake) == _live_versions(final), 240, failures)
-    finally:
-        stop.set()
-        runner.join(timeout=120)
-        proxy.down()
-    assert not failures
-    assert all("SearchSyncError" in m for m in _restarts(caplog) if m.startswith("silver"))
-    direct = dataclasses.replace(lake, elasticsearch=config.elasticsearch)
-    assert_lakehouse_matches(
-        spark,
-        dataclasses.replace(
-            direct,
-            elasticsearch=dataclasses.replace(config.elasticsearch, index=lake.elasticsearch.index),
-        ),
-        final,
-    )
-
-
 def test_reconcile_after_simulate_then_out_of_band_change(
     spark, config: Config, tmp_path: Path
 ) -> None:
@@ -187,42 +131,3 @@ def test_reconcile_after_simulate_then_out_of_band_change(
         assert snapshot.run_reconciliation(spark, fresh).differences == {}
     finally:
         drop_database(lake)
-
-
-def _restarts(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if "restarting from its" in r.getMessage()]
-
-
-def _versions(final: dict[str, FinalState]) -> dict[str, tuple[int, bool]]:
-    return {k: (s.version, s.document is None) for k, s in final.items()}
-
-
-def _live_versions(final: dict[str, FinalState]) -> dict[str, int]:
-    return {k: s.version for k, s in final.items() if s.document is not None}
-
-
-def _silver_versions(spark, lake: Config) -> dict[str, tuple[int, bool]]:
-    if not io.table_exists(spark, lake, PLANS):
-        return {}
-    rows = io.read_table(spark, lake, PLANS).collect()
-    return {r["plan_id"]: (r["version"], r["is_deleted"]) for r in rows}
-
-
-def _indexed_versions(lake: Config) -> dict[str, int]:
-    es = clients.es_client(lake)
-    try:
-        es.indices.refresh(index=lake.elasticsearch.index)
-        hits = es.search(index=lake.elasticsearch.index, body={"size": 10_000})["hits"]["hits"]
-        return {h["_id"]: h["_source"]["version"] for h in hits}
-    except Exception:  # the index is written through the proxy; read errors mean "not yet"
-        return {}
-    finally:
-        es.close()
-
-
-def _wait_for(condition, timeout_s: float, failures: list[BaseException]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert not failures, f"ingest failed: {failures[0]!r}"
-        assert time.monotonic() < deadline, f"condition not met in {timeout_s}s"
-        time.sleep(1)

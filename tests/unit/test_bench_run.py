@@ -101,7 +101,7 @@ def test_index_sync_against_the_bulk_helper() -> None:
     }
     assert extract_index(data) == Headline(
         workload="50,000 documents, 1 run",
-        figure="5,000 docs/s (`sync_search_index`, median)",
+        figure="5,000 docs/s (`write_plans`: the reindex bulk path, median)",
         baseline="4,000 docs/s (`helpers.bulk`)",
         ratio="1.25x",
     )

@@ -276,6 +276,7 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_INGEST_MAX_OFFSETS": ("500", 500),
     "LAKEHOUSE_INGEST_TRIGGER_S": ("0.5", 0.5),
     "LAKEHOUSE_INGEST_SILVER_MAX_BYTES": ("1048576", 1048576),
+    "LAKEHOUSE_INDEXER_MAX_BATCH": ("500", 500),
     "LAKEHOUSE_MLFLOW_TRACKING_URI": ("http://mlflow.internal:5000", "http://mlflow.internal:5000"),
     # A webhook URL may carry a token: the environment is where it belongs.
     "LAKEHOUSE_ALERT_WEBHOOK_URL": (

@@ -138,7 +138,7 @@ def test_one_silver_batch_keeps_the_highest_valid_version_of_each_plan(
     ensure_silver_tables(spark, lake)
     events = contract.to_plan_events(checked).persist()
     try:
-        result = apply_plan_events(events, lake, search_index=False)
+        result = apply_plan_events(events, lake)
     finally:
         events.unpersist()
 
