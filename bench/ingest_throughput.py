@@ -6,9 +6,10 @@
 Against the local stack (`lakehouse stack up`); every run gets its own topic (3 partitions),
 warehouse and index. Consumers (bench/ingest_baselines.py for the two baselines):
 
-- `lakehouse`: `lakehouse ingest` (lakehouse.ingest.stream): Kafka -> bronze (Delta sink,
-  exactly-once), contract check, quarantine, silver plans / history / services / plan_services
-  MERGEs; Spark local[*]. Next to it, as the stack runs it, the real-time search indexer
+- `lakehouse`: `lakehouse ingest` (lakehouse.ingest.stream): the hot path, one query from
+  Kafka (bronze exactly once, contract check, quarantine, the silver.plans MERGE, the typed
+  silver.plan_events), and the derived query after it (history / services / plan_services
+  MERGEs); Spark local[*]. Next to it, as the stack runs it, the real-time search indexer
   (`lakehouse indexer`, its own process: kafka-python, one versioned bulk per poll).
 - `per-event`: kafka-python; per event a PostgreSQL upsert and an Elasticsearch write.
 - `deltalake`: kafka-python micro-batches (up to 5,000 records) written with the `deltalake`
@@ -22,11 +23,13 @@ Phases:
    each stamped ts_ms = send time. The consumer is stopped once everything is delivered or
    --grace seconds after the producer finished. Sustained events/s = events delivered / (last
    delivery - first send); backlog = sent - delivered. Freshness per event = delivery time -
-   ts_ms: for the lakehouse the Delta commit time of its plan_history row (Change Data Feed
-   `_commit_timestamp`) and, for the index, `indexed_at` of the documents left in it (one per
-   plan, so the latest version's; the indexer stamps it when it builds the bulk, so the figure
-   leaves out the bulk's own round trip, tens of milliseconds, and Elasticsearch's refresh
-   interval, up to 1 s before a search sees it); for the baselines the time their writes
+   ts_ms: for the lakehouse the Delta commit time of the silver.plans row it produced (Change
+   Data Feed `_commit_timestamp` of inserts and update post-images: the newest version of a
+   plan per batch, so a version superseded inside a batch is not counted) and, for the index,
+   `indexed_at` of the documents left in it (one per plan, so the latest version's; the
+   indexer stamps it when it builds the bulk, so the figure leaves out the bulk's own round
+   trip, tens of milliseconds, and Elasticsearch's refresh interval, up to 1 s before a search
+   sees it); for the baselines the time their writes
    returned. The backlog phase runs the indexer alone after the ingest (`--once`), so each
    is timed on an idle machine.
 
@@ -65,11 +68,11 @@ from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config, load_config
 from lakehouse.ingest import indexer, search
 from lakehouse.ingest.operations import format_progress
-from lakehouse.ingest.stream import BronzeBatch, SilverBatch, run_continuous, run_once
+from lakehouse.ingest.stream import DerivedBatch, PlansBatch, run_continuous, run_once
 from lakehouse.plans.events import ChangeEvent
 from lakehouse.plans.scenario import event_history
 from lakehouse.spark import build_spark, stop_spark
-from lakehouse.tables import PLAN_HISTORY
+from lakehouse.tables import PLAN_EVENTS, PLANS
 
 OUT = PROJECT_ROOT / "docs" / "benchmarks"
 HERE = Path(__file__).resolve().parent
@@ -141,16 +144,16 @@ def run_indexer_backlog(lake: Config, events: int) -> dict[str, Any]:
 def lakehouse_delivery(spark: SparkSession, lake: Config) -> Delivery:
     """Per-event freshness from what the lakehouse committed (see the module doc)."""
     delivery = Delivery()
-    if not io.table_exists(spark, lake, PLAN_HISTORY):
+    if not io.table_exists(spark, lake, PLANS):
         return delivery
     rows = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", 0)
-        .load(PLAN_HISTORY.path(lake))
-        .where("_change_type = 'insert'")
+        .load(PLANS.path(lake))
+        .where("_change_type IN ('insert', 'update_postimage')")
         .select(
-            (F.unix_millis("_commit_timestamp") - F.unix_millis("valid_from")).alias("ms"),
+            (F.unix_millis("_commit_timestamp") - F.unix_millis("event_ts")).alias("ms"),
             F.unix_millis("_commit_timestamp").alias("committed_ms"),
         )
         .collect()
@@ -173,9 +176,9 @@ def helpers_scan(es: Any, index: str) -> list[dict[str, Any]]:
 
 
 def lakehouse_delivered(spark: SparkSession, lake: Config) -> int:
-    if not io.table_exists(spark, lake, PLAN_HISTORY):
+    if not io.table_exists(spark, lake, PLAN_EVENTS):
         return 0
-    return io.read_table(spark, lake, PLAN_HISTORY).count()
+    return io.read_table(spark, lake, PLAN_EVENTS).count()
 
 
 # ------------------------------------------------------------------------------------ phases
@@ -188,12 +191,11 @@ def run_backlog(
     produce_backlog(lake, events)
     print(f"== backlog: {consumer}, {len(events):,} events", file=sys.stderr)
     started = time.monotonic()
-    silver_batches: list[SilverBatch] = []
+    silver_batches: list[PlansBatch | DerivedBatch] = []
 
-    def report(batch: BronzeBatch | SilverBatch) -> None:
+    def report(batch: PlansBatch | DerivedBatch) -> None:
         print("   " + format_progress(batch), file=sys.stderr)
-        if isinstance(batch, SilverBatch):
-            silver_batches.append(batch)
+        silver_batches.append(batch)
 
     indexed: dict[str, Any] | None = None
     if consumer == "lakehouse":
@@ -216,8 +218,9 @@ def run_backlog(
     if silver_batches:
         steps: dict[str, float] = {}
         for batch in silver_batches:
+            prefix = "derived: " if isinstance(batch, DerivedBatch) else "plans: "
             for step, step_s in batch.steps.items():
-                steps[step] = steps.get(step, 0.0) + step_s
+                steps[prefix + step] = steps.get(prefix + step, 0.0) + step_s
         result["silver_batches"] = len(silver_batches)
         result["silver_seconds"] = round(sum(b.seconds for b in silver_batches), 2)
         result["silver_steps_s"] = {step: round(step_s, 2) for step, step_s in steps.items()}
@@ -241,9 +244,9 @@ def run_load(
     if consumer == "lakehouse":
         applied = [0]
 
-        def progress(batch: BronzeBatch | SilverBatch) -> None:
+        def progress(batch: PlansBatch | DerivedBatch) -> None:
             print("   " + format_progress(batch), file=sys.stderr)
-            if isinstance(batch, SilverBatch):
+            if isinstance(batch, PlansBatch):
                 # counted from the batches' own reports: polling the table would add Spark
                 # jobs beside the ingest being measured
                 applied[0] += batch.records

@@ -1,4 +1,4 @@
-"""spark-submit entrypoint: stream change events Kafka -> bronze -> silver + Elasticsearch.
+"""spark-submit entrypoint: stream change events Kafka -> bronze -> silver.
 
     jobs/submit.sh jobs/stream_ingest.py [--env ENV] [--once]
 

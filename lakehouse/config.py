@@ -121,7 +121,8 @@ class IngestConfig:
     silver_max_bytes_per_trigger: int = 16 * 1024 * 1024
     # Micro-batch interval of the continuous mode (`--once` drains everything, then exits).
     trigger_interval_s: float = 2.0
-    # Where a brand-new bronze query starts: "earliest" keeps every event the topic still holds.
+    # Where a new hot-path query starts when bronze holds nothing of the topic yet: "earliest"
+    # keeps every event the topic still holds (otherwise it starts where bronze ends).
     starting_offsets: str = "earliest"
     # Continuous mode: pause before restarting a failed query, and how many restarts in a row.
     restart_backoff_s: float = 10.0

@@ -76,6 +76,28 @@ def has_file_modified_before(
     return False
 
 
+def _hadoop_path(spark: SparkSession, location: str):  # type: ignore[no-untyped-def]
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def path_exists(spark: SparkSession, location: str) -> bool:
+    """Whether a file or folder exists (local or object store), through Hadoop's file system."""
+    path, fs = _hadoop_path(spark, location)
+    return bool(fs.exists(path))
+
+
+def rename_path(spark: SparkSession, source: str, target: str) -> None:
+    """Move a file or folder (e.g. a retired checkpoint) if it exists."""
+    path, fs = _hadoop_path(spark, source)
+    if fs.exists(path):
+        target_path, _ = _hadoop_path(spark, target)
+        if not fs.rename(path, target_path):
+            raise OSError(f"could not rename {source} to {target}")
+
+
 def table_id(spark: SparkSession, config: Config, table: Table) -> str:
     """The Delta table's id: new when the table is re-created, unlike its version numbers."""
     return str(delta_table(spark, config, table).detail().select("id").first()["id"])

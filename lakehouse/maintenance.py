@@ -13,10 +13,11 @@ flow runs `maintain` after gold:
 - VACUUM, keeping `maintenance.vacuum_retain_hours` (at least Delta's 7 days): time travel, a
   stream that fell behind and gold's change-feed reads need the files of recent versions. It
   only runs where it can delete something (`vacuum_could_delete`): VACUUM of a table whose files
-  are all younger than the retention costs about 24 Spark jobs and deletes nothing. Bronze
-  is not vacuumed while the silver stream has not read past a version older than the retention
-  window (`bronze_vacuum_hold`): compaction has removed the small files it still has to read,
-  and VACUUM would delete them for good. The run reports the hold; the nightly flow alerts.
+  are all younger than the retention costs about 24 Spark jobs and deletes nothing.
+  silver.plan_events (the derived query's stream source) is not vacuumed while that query has
+  not read past a version older than the retention window (`stream_source_vacuum_hold`):
+  compaction has removed the small files it still has to read, and VACUUM would delete them
+  for good. The run reports the hold; the nightly flow alerts.
 
 OPTIMIZE commits with dataChange=false: streaming readers skip them and the change feed does not
 report them. It can still conflict with a concurrent writer that removed the files it compacts
@@ -47,7 +48,10 @@ from pyspark.sql import functions as F
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.ingest import lag
-from lakehouse.tables import BRONZE_EVENTS, MAINTAINED_TABLES, Table
+from lakehouse.tables import MAINTAINED_TABLES, PLAN_EVENTS, Table
+
+# The table a streaming query reads (the derived silver query): its VACUUM waits for that query.
+STREAM_SOURCE = PLAN_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ class Maintained:
     vacuumed_files: int | None  # None: not vacuumed
     seconds: float
     attempts: int = 1
-    vacuum_held: str | None = None  # why VACUUM was held back (see bronze_vacuum_hold)
+    vacuum_held: str | None = None  # why VACUUM was held back (see stream_source_vacuum_hold)
     vacuum_skipped: str | None = None  # why VACUUM had nothing to do (see vacuum_could_delete)
 
     @property
@@ -165,23 +169,28 @@ def vacuum(spark: SparkSession, config: Config, table: Table, retain_hours: int)
     return 0 if end is None else int(end["operationMetrics"].get("numDeletedFiles", 0))
 
 
-def bronze_vacuum_hold(spark: SparkSession, config: Config, now_epoch: float) -> str | None:
-    """Why VACUUM of bronze must wait, or None when it is safe: the silver stream still has to
-    read bronze from a version committed before the retention window, whose files compaction
-    may have removed (VACUUM deletes removed files older than the window). A silver stream that
-    never ran reads bronze's current files when it starts: nothing to protect."""
-    next_version = lag.silver_next_bronze_version(config)
-    if next_version is None or next_version > io.latest_version(spark, config, BRONZE_EVENTS):
+def stream_source_vacuum_hold(spark: SparkSession, config: Config, now_epoch: float) -> str | None:
+    """Why VACUUM of silver.plan_events (the derived query's source) must wait, or None when it
+    is safe: the derived query still has to read it from a version committed before the
+    retention window, whose files compaction may have removed (VACUUM deletes removed files
+    older than the window). A query that never ran reads the current files when it starts:
+    nothing to protect."""
+    next_version = lag.derived_next_version(config)
+    if next_version is None or next_version > io.latest_version(spark, config, STREAM_SOURCE):
         return None
-    committed = io.commit_epoch(spark, config, BRONZE_EVENTS, next_version)
+    committed = io.commit_epoch(spark, config, STREAM_SOURCE, next_version)
     retain_s = config.maintenance.vacuum_retain_hours * 3600
     if committed is None:
-        return f"silver still has to read bronze version {next_version}, whose log entry is gone"
+        return (
+            f"the derived query still has to read {STREAM_SOURCE.name} version "
+            f"{next_version}, whose log entry is gone"
+        )
     age_s = now_epoch - committed
     if age_s < retain_s:
         return None
     return (
-        f"silver still has to read bronze from version {next_version}, committed "
+        f"the derived query still has to read {STREAM_SOURCE.name} from version "
+        f"{next_version}, committed "
         f"{age_s / 3600:,.0f} h ago, beyond the {retain_s / 3600:,.0f} h VACUUM retention: "
         "catch the ingest up (`lakehouse ingest --lag`) before files it needs are deleted"
     )
@@ -213,8 +222,8 @@ def maintain(
         )
         held = skipped = None
         vacuumed: int | None = None
-        if vacuum_files and table == BRONZE_EVENTS:
-            held = bronze_vacuum_hold(spark, config, now)
+        if vacuum_files and table == STREAM_SOURCE:
+            held = stream_source_vacuum_hold(spark, config, now)
             if held:
                 log.warning("%s: VACUUM held back: %s", table.name, held)
         if vacuum_files and not held:

@@ -130,6 +130,14 @@ SILVER_PLANS = _struct(
     ("updated_at", TimestampType(), False),
 )
 
+# Every valid change event, typed (`contract.to_plan_events` without the parsed struct): what
+# the streaming ingest's hot path appends next to its silver.plans MERGE, and what the derived
+# silver tables (history, services, plan_services) are built from, off that path.
+SILVER_PLAN_EVENTS = StructType(
+    [f for f in SILVER_PLANS.fields if f.name not in ("is_deleted", "updated_at")]
+    + [StructField("applied_at", TimestampType(), False)]
+)
+
 SILVER_PLAN_SERVICES = _struct(
     ("plan_id", StringType(), False),
     ("planservice_id", StringType(), False),
@@ -374,7 +382,11 @@ PLAN_HISTORY = Table(
 SNAPSHOTS = Table("bronze.plan_snapshots", "bronze/plan_snapshots", BRONZE_PLAN_SNAPSHOTS)
 RECONCILIATION = Table("reports.reconciliation", "reports/reconciliation", RECONCILIATION_REPORT)
 
+PLAN_EVENTS = Table("silver.plan_events", "silver/plan_events", SILVER_PLAN_EVENTS)
+
 SILVER_TABLES = (PLANS, PLAN_SERVICES, SERVICES, PLAN_HISTORY)
+# Written by the streaming ingest besides SILVER_TABLES: its own event log.
+INGEST_TABLES = (BRONZE_EVENTS, QUARANTINE, PLAN_EVENTS, *SILVER_TABLES)
 
 # Gold tables are refreshed by MERGEs that touch a few rows spread over every file: deletion
 # vectors mark the old rows instead of rewriting each file they sit in.
@@ -416,6 +428,7 @@ TABLES_BY_NAME: dict[str, Table] = {
         REFUSED_DOCUMENTS,
         SNAPSHOT_QUARANTINE,
         SNAPSHOTS,
+        PLAN_EVENTS,
         *SILVER_TABLES,
         *GOLD_TABLES,
         RECONCILIATION,
@@ -429,6 +442,7 @@ MAINTAINED_TABLES = (
     QUARANTINE,
     REFUSED_DOCUMENTS,
     SNAPSHOT_QUARANTINE,
+    PLAN_EVENTS,
     *SILVER_TABLES,
     *GOLD_TABLES,
     RECONCILIATION,
@@ -437,8 +451,14 @@ MAINTAINED_TABLES = (
 )
 
 # Checkpoints, relative to `config.checkpoint_root`: one per streaming query, never shared.
-BRONZE_CHECKPOINT = "bronze_plan_events"
-SILVER_CHECKPOINT = "silver_plans"
+# The hot path (Kafka -> bronze, quarantine, silver.plans, silver.plan_events) and the derived
+# silver tables (silver.plan_events -> history, services, plan_services).
+PLANS_CHECKPOINT = "ingest_plans"
+DERIVED_CHECKPOINT = "silver_derived"
+# The two queries before them (Kafka -> bronze, bronze -> silver): an ingest finding these
+# drains the old silver query once and starts the hot path where bronze ends.
+LEGACY_BRONZE_CHECKPOINT = "bronze_plan_events"
+LEGACY_SILVER_CHECKPOINT = "silver_plans"
 
 
 def checkpoint(config: Config, name: str) -> str:

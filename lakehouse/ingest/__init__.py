@@ -1,1 +1,1 @@
-"""The streaming medallion: Kafka change events -> bronze -> silver (+ Elasticsearch)."""
+"""The streaming medallion (Kafka change events -> bronze + silver) and the real-time index."""

@@ -1,5 +1,6 @@
-"""Applying one batch of plan events to silver (the foreachBatch body). The search index is
-kept by its own consumer of the change topic (lakehouse.ingest.indexer), not here.
+"""Applying a batch of plan events to silver: `merge_plans` (the ingest's hot path) and
+`apply_derived` (history, services, plan_services: the second query). The search index is kept
+by its own consumer of the change topic (lakehouse.ingest.indexer), not here.
 
 Every step is idempotent, so a batch replayed after a crash, at any point, converges on the same
 tables:
@@ -22,6 +23,7 @@ from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.ingest import silver
 from lakehouse.tables import (
+    PLAN_EVENTS,
     PLAN_HISTORY,
     PLAN_SERVICES,
     PLANS,
@@ -43,16 +45,27 @@ class ApplyResult:
 def apply_plan_events(
     events: DataFrame, config: Config, timer: StepTimer | None = None
 ) -> ApplyResult:
-    """Apply typed plan events (contract.to_plan_events layout) to the silver tables. The
+    """Apply typed plan events (contract.to_plan_events layout) to every silver table: the
+    plans MERGE, then the derived tables (a snapshot bootstrap, benchmarks). The streaming
+    ingest runs the two halves in two queries, so silver.plans never waits for the rest. The
     caller should persist `events`; it is read several times. Steps are timed into `timer`."""
-    spark = events.sparkSession
     timer = timer or StepTimer()
     with timer("count"):
         event_count = events.count()
     if event_count == 0:
         return ApplyResult(0, 0, 0)
     with timer("plans"):
-        plans_changed = _merge_plans(events, config)
+        plans_changed = merge_plans(events, config)
+    touched = apply_derived(events, config, timer)
+    return ApplyResult(event_count, touched, plans_changed)
+
+
+def apply_derived(events: DataFrame, config: Config, timer: StepTimer | None = None) -> int:
+    """plan_history from the events, then services and plan_services rebuilt from silver.plans
+    for the plans the events touch (silver.plans already holds them); returns how many plans
+    that is. Idempotent: a replayed batch converges on the same rows."""
+    spark = events.sparkSession
+    timer = timer or StepTimer()
     with timer("history"):
         _merge_history(events, config)
 
@@ -70,7 +83,7 @@ def apply_plan_events(
                 _merge_plan_services(linked, touched, config)
         finally:
             linked.unpersist()
-        return ApplyResult(event_count, current.count(), plans_changed)
+        return current.count()
     finally:
         current.unpersist()
 
@@ -93,8 +106,9 @@ class StepTimer:
         return ", ".join(f"{step} {s:.1f}s" for step, s in self.seconds.items())
 
 
-def _merge_plans(events: DataFrame, config: Config) -> int:
-    """MERGE the newest event of each plan; returns how many plan rows changed."""
+def merge_plans(events: DataFrame, config: Config) -> int:
+    """MERGE the newest event of each plan into silver.plans, guarded by version; returns how
+    many plan rows changed."""
     rows = silver.to_plan_rows(silver.latest_per_plan(events))
     table = io.delta_table(events.sparkSession, config, PLANS)
     before = io.latest_version(events.sparkSession, config, PLANS)
@@ -164,5 +178,5 @@ def _merge_services(linked: DataFrame, config: Config) -> None:
 
 
 def ensure_silver_tables(spark: SparkSession, config: Config) -> None:
-    for table in SILVER_TABLES:
+    for table in (PLAN_EVENTS, *SILVER_TABLES):
         io.ensure_table(spark, config, table)

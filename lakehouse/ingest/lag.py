@@ -1,9 +1,10 @@
 """How far the running streaming ingest is behind, measured from the outside: Kafka's end offsets
-against the offsets bronze holds, bronze's Delta versions against the last one the silver
-stream committed (from its checkpoint), and the end offsets against what the real-time search
-indexer committed. `lakehouse ingest --wait` polls this until both are 0,
-so a script can hand over to batch jobs once the supervised ingest has caught up. It also warns
-when the oldest record bronze has not read nears the topic's retention, or is already gone."""
+against the offsets bronze holds (bronze and silver.plans are written in the same batch),
+silver.plan_events' Delta versions against the last one the derived query committed (from its
+checkpoint), and the end offsets against what the real-time search indexer committed.
+`lakehouse ingest --wait` polls this until the first two are 0, so a script can hand over to
+batch jobs once the supervised ingest has caught up. It also warns when the oldest record
+bronze has not read nears the topic's retention, or is already gone."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from lakehouse import clients, io
 from lakehouse.config import Config, is_uri
 from lakehouse.ingest.indexer import IndexerLag
 from lakehouse.ingest.indexer import measure_lag as measure_indexer_lag
-from lakehouse.tables import BRONZE_EVENTS, SILVER_CHECKPOINT, checkpoint
+from lakehouse.tables import BRONZE_EVENTS, DERIVED_CHECKPOINT, PLAN_EVENTS, checkpoint
 
 # Delta operations that change no rows: a stream has nothing to read in them.
 _NO_DATA_OPERATIONS = (
@@ -40,8 +41,8 @@ RETENTION_WARN_SHARE = 0.5
 class IngestLag:
     # Records in Kafka beyond the last offset bronze holds, summed over partitions.
     kafka_records: int
-    # Bronze versions with new rows that the silver stream has not committed yet.
-    bronze_versions: int
+    # silver.plan_events versions with new rows the derived query has not committed yet.
+    derived_versions: int
     # Unread records near the topic's retention, or already deleted by it (one line each).
     retention_warnings: tuple[str, ...] = ()
     # Records the real-time indexer has not committed (None: it has committed nothing yet).
@@ -49,13 +50,14 @@ class IngestLag:
 
     @property
     def caught_up(self) -> bool:
-        return self.kafka_records == 0 and self.bronze_versions == 0
+        return self.kafka_records == 0 and self.derived_versions == 0
 
     def render(self) -> str:
         return "\n".join(
             [
-                f"ingest lag: {self.kafka_records:,} Kafka records not in bronze, "
-                f"{self.bronze_versions} bronze version(s) not in silver",
+                f"ingest lag: {self.kafka_records:,} Kafka records not in bronze/silver.plans, "
+                f"{self.derived_versions} silver.plan_events version(s) not in the derived "
+                "tables",
                 IndexerLag(self.indexer_records).render(),
                 *(f"WARNING: {line}" for line in self.retention_warnings),
             ]
@@ -139,11 +141,11 @@ def topic_retention_ms(config: Config) -> int | None:
     return None if entry is None else int(entry["value"])
 
 
-def silver_next_bronze_version(config: Config) -> int | None:
-    """The first bronze version the silver stream has not fully processed, from its last
-    committed batch (Delta source offset: everything before `reservoirVersion` is done when
-    `index` is -1); None before its first batch."""
-    folder = checkpoint(config, SILVER_CHECKPOINT)
+def derived_next_version(config: Config) -> int | None:
+    """The first silver.plan_events version the derived query has not fully processed, from
+    its last committed batch (Delta source offset: everything before `reservoirVersion` is done
+    when `index` is -1); None before its first batch."""
+    folder = checkpoint(config, DERIVED_CHECKPOINT)
     if is_uri(folder):
         raise ValueError(f"ingest lag reads local checkpoints only, not {folder}")
     commits = [int(p.name) for p in Path(folder, "commits").glob("[0-9]*")]
@@ -173,8 +175,10 @@ def measure(spark: SparkSession, config: Config, retention: bool = True) -> Inge
     }
     kafka_records = sum(max(0, end - held.get(partition, 0)) for partition, end in ends.items())
 
-    next_version = silver_next_bronze_version(config) or 0
-    history = io.delta_table(spark, config, BRONZE_EVENTS).history()
+    next_version = derived_next_version(config) or 0
+    if not io.table_exists(spark, config, PLAN_EVENTS):
+        return IngestLag(kafka_records, 0, (), indexer)
+    history = io.delta_table(spark, config, PLAN_EVENTS).history()
     pending = (
         history.where(F.col("version") >= next_version)
         .where(~F.col("operation").isin(*_NO_DATA_OPERATIONS))

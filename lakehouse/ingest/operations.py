@@ -17,25 +17,27 @@ from lakehouse.config import Config
 from lakehouse.ingest import indexer as indexers
 from lakehouse.ingest import reindex as reindexing
 from lakehouse.ingest import snapshot as snapshots
-from lakehouse.ingest.stream import BronzeBatch, IngestError, SilverBatch, run_continuous, run_once
+from lakehouse.ingest.stream import DerivedBatch, IngestError, PlansBatch, run_continuous, run_once
 from lakehouse.tables import PLANS, QUARANTINE, REFUSED_DOCUMENTS, SNAPSHOT_QUARANTINE
 
 
-def format_progress(batch: BronzeBatch | SilverBatch) -> str:
-    if isinstance(batch, BronzeBatch):
-        lag = "?" if batch.kafka_lag is None else f"{batch.kafka_lag:,}"
-        return f"bronze batch {batch.batch_id}: {batch.records:,} records, kafka lag {lag}"
+def format_progress(batch: PlansBatch | DerivedBatch) -> str:
+    if isinstance(batch, DerivedBatch):
+        return (
+            f"derived batch {batch.batch_id}: {batch.events:,} events -> history, services of "
+            f"{batch.plans_touched:,} plans in {batch.seconds:.1f}s"
+        )
     age = batch.max_freshness_s
     freshness = "" if age is None else f", oldest event {age:,.1f}s old"
     return (
-        f"silver batch {batch.batch_id}: {batch.records:,} records -> {batch.events:,} events, "
+        f"plans batch {batch.batch_id}: {batch.records:,} records -> {batch.events:,} events, "
         f"{batch.quarantined:,} quarantined, {batch.plans_changed:,} plans changed "
         f"in {batch.seconds:.1f}s{freshness}"
     )
 
 
-def printer(out: TextIO) -> Callable[[BronzeBatch | SilverBatch], None]:
-    def report(batch: BronzeBatch | SilverBatch) -> None:
+def printer(out: TextIO) -> Callable[[PlansBatch | DerivedBatch], None]:
+    def report(batch: PlansBatch | DerivedBatch) -> None:
         print(format_progress(batch), file=out, flush=True)
 
     return report

@@ -1,13 +1,17 @@
 """The two streaming queries of `lakehouse ingest` and the loop that runs them.
 
-    Kafka --(bronze query: Delta sink, exactly-once)--> bronze/plan_events
-    bronze/plan_events --(silver query: foreachBatch)--> quarantine, silver/*
+    Kafka --(plans query: foreachBatch)--> bronze/plan_events (raw, exactly once)
+                                           quarantine/plan_events
+                                           silver/plans (version-guarded MERGE)
+                                           silver/plan_events (every valid event, typed)
+    silver/plan_events --(derived query: foreachBatch)--> silver/plan_history, services,
+                                                          plan_services
 
-(The search index is kept by its own consumer of the topic: lakehouse.ingest.indexer.)
-
-The bronze query is the Delta sink's own exactly-once write keyed by its checkpoint. The silver
-query appends quarantine rows with Delta transaction identifiers (query id + batch id) and
-applies events with version-guarded MERGEs, so a replayed batch changes nothing twice.
+The hot path is one query from Kafka: silver.plans is fresh after one batch, and the derived
+tables follow in their own query without holding it back. Appends carry Delta transaction
+identifiers (the query id from its checkpoint + the batch id), MERGEs are version-guarded, so a
+batch replayed after a crash changes nothing twice. (The search index is kept by its own
+consumer of the topic: lakehouse.ingest.indexer.)
 """
 
 from __future__ import annotations
@@ -21,26 +25,36 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from lakehouse import clients, io
 from lakehouse.config import Config, join_uri
 from lakehouse.ingest import contract
-from lakehouse.ingest.apply import StepTimer, apply_plan_events, ensure_silver_tables
+from lakehouse.ingest.apply import (
+    StepTimer,
+    apply_derived,
+    apply_plan_events,
+    ensure_silver_tables,
+    merge_plans,
+)
 from lakehouse.tables import (
-    BRONZE_CHECKPOINT,
     BRONZE_EVENTS,
+    DERIVED_CHECKPOINT,
+    LEGACY_BRONZE_CHECKPOINT,
+    LEGACY_SILVER_CHECKPOINT,
+    PLAN_EVENTS,
+    PLANS_CHECKPOINT,
     QUARANTINE,
-    SILVER_CHECKPOINT,
+    SILVER_PLAN_EVENTS,
     checkpoint,
 )
 
 log = logging.getLogger(__name__)
 
-BRONZE_QUERY = "bronze_plan_events"
-SILVER_QUERY = "silver_plans"
+PLANS_QUERY = "ingest_plans"
+DERIVED_QUERY = "silver_derived"
 
 
 class IngestError(RuntimeError):
@@ -49,8 +63,8 @@ class IngestError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SilverBatch:
-    """What one silver micro-batch did (reported as progress)."""
+class PlansBatch:
+    """What one batch of the hot path did (reported as progress)."""
 
     batch_id: int
     records: int
@@ -58,21 +72,24 @@ class SilverBatch:
     quarantined: int
     plans_changed: int
     seconds: float
-    # Source commit (ts_ms) to silver commit, over the batch's events.
+    # Source commit (ts_ms) to the silver.plans commit, over the batch's valid events.
     max_freshness_s: float | None
-    # Seconds per step (contract, quarantine, count, plans, history, services, ...): where a
-    # slow batch goes.
+    # Seconds per step (bronze, contract, quarantine, plans, events): where a slow batch goes.
     steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class BronzeBatch:
+class DerivedBatch:
+    """What one batch of the derived query did."""
+
     batch_id: int
-    records: int
-    kafka_lag: int | None
+    events: int
+    plans_touched: int
+    seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
 
 
-Reporter = Callable[[BronzeBatch | SilverBatch], None]
+Reporter = Callable[[PlansBatch | DerivedBatch], None]
 
 
 def to_bronze_rows(kafka_records: DataFrame) -> DataFrame:
@@ -89,150 +106,221 @@ def to_bronze_rows(kafka_records: DataFrame) -> DataFrame:
     )
 
 
-def start_bronze(spark: SparkSession, config: Config, once: bool) -> StreamingQuery:
+def _query_app_id(spark: SparkSession, config: Config, name: str, cache: dict[str, str]) -> str:
+    """The query id saved in its checkpoint: stable across restarts, new with a new checkpoint
+    (whose batch ids restart at 0 and must not be mistaken for replays)."""
+    if name not in cache:
+        metadata = join_uri(checkpoint(config, name), "metadata")
+        cache[name] = f"{name}-{spark.read.json(metadata).first()['id']}"
+    return cache[name]
+
+
+def to_plan_event_rows(events: DataFrame, applied_at: Column) -> DataFrame:
+    """Typed plan events (`contract.to_plan_events`) -> the silver.plan_events layout, stamped
+    `applied_at` (a timestamp column: the clock is the caller's)."""
+    return events.select(
+        *(F.col(n) for n in SILVER_PLAN_EVENTS.fieldNames() if n != "applied_at"),
+        applied_at.cast("timestamp").alias("applied_at"),
+    )
+
+
+class PlansBatchWriter:
+    """The foreachBatch body of the hot path (runs on the driver, once per micro-batch)."""
+
+    def __init__(self, config: Config, report: Reporter) -> None:
+        self.config = config
+        self.report = report
+        self._app_ids: dict[str, str] = {}
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        spark = batch.sparkSession
+        timer = StepTimer()
+        app_id = _query_app_id(spark, self.config, PLANS_CHECKPOINT, self._app_ids)
+        # Read from Kafka once: bronze and the contract check both use the rows.
+        bronze = to_bronze_rows(batch).persist()
+        try:
+            with timer("bronze"):
+                io.append_once(bronze, self.config, BRONZE_EVENTS, app_id, batch_id)
+            checked = contract.check_contract(bronze).persist()
+            try:
+                with timer("contract"):
+                    # One pass for the counts and the oldest valid event (F.count skips nulls).
+                    records, quarantined, oldest_ms = checked.agg(
+                        F.count("*"),
+                        F.count("reason"),
+                        F.min(F.when(F.col("reason").isNull(), F.col("event.ts_ms"))),
+                    ).first()
+                if quarantined:
+                    with timer("quarantine"):
+                        quarantine = contract.to_quarantine(checked)
+                        io.append_once(quarantine, self.config, QUARANTINE, app_id, batch_id)
+                events = contract.to_plan_events(checked).persist()
+                try:
+                    valid = records - quarantined
+                    changed = 0
+                    if valid:
+                        with timer("plans"):
+                            changed = merge_plans(events, self.config)
+                        with timer("events"):
+                            rows = to_plan_event_rows(events, F.current_timestamp())
+                            io.append_once(rows, self.config, PLAN_EVENTS, app_id, batch_id)
+                finally:
+                    events.unpersist()
+            finally:
+                checked.unpersist()
+        finally:
+            bronze.unpersist()
+        log.info("plans batch %d steps: %s", batch_id, timer)
+        self.report(
+            PlansBatch(
+                batch_id=batch_id,
+                records=records,
+                events=valid,
+                quarantined=quarantined,
+                plans_changed=changed,
+                seconds=time.monotonic() - started,
+                max_freshness_s=None if oldest_ms is None else time.time() - oldest_ms / 1000,
+                steps=dict(timer.seconds),
+            )
+        )
+
+
+class DerivedBatchWriter:
+    """The foreachBatch body of the derived query: silver.plan_events -> history, services,
+    plan_services (every step idempotent, so a replay converges)."""
+
+    def __init__(self, config: Config, report: Reporter) -> None:
+        self.config = config
+        self.report = report
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        timer = StepTimer()
+        events = batch.persist()
+        try:
+            with timer("count"):
+                count = events.count()
+            touched = apply_derived(events, self.config, timer) if count else 0
+        finally:
+            events.unpersist()
+        log.info("derived batch %d steps: %s", batch_id, timer)
+        self.report(
+            DerivedBatch(batch_id, count, touched, time.monotonic() - started, dict(timer.seconds))
+        )
+
+
+def starting_offsets(spark: SparkSession, config: Config) -> str:
+    """Where a hot-path query with a new checkpoint starts: just after the last record bronze
+    holds of each partition (nothing is appended twice when a checkpoint was lost, or when the
+    two-query layout before it is replaced), else `ingest.starting_offsets`."""
+    if not io.table_exists(spark, config, BRONZE_EVENTS):
+        return config.ingest.starting_offsets
+    held = {
+        row["partition"]: row["next"]
+        for row in io.read_table(spark, config, BRONZE_EVENTS)
+        .where(F.col("topic") == config.kafka.topic)
+        .groupBy("partition")
+        .agg((F.max("offset") + 1).alias("next"))
+        .collect()
+    }
+    if not held:
+        return config.ingest.starting_offsets
+    from lakehouse.ingest.lag import kafka_end_offsets
+
+    # Partitions bronze never saw start at their beginning (-2).
+    partitions = {p: held.get(p, -2) for p in kafka_end_offsets(config)}
+    return json.dumps({config.kafka.topic: {str(p): o for p, o in sorted(partitions.items())}})
+
+
+def start_plans(
+    spark: SparkSession, config: Config, once: bool, report: Reporter
+) -> StreamingQuery:
     io.ensure_table(spark, config, BRONZE_EVENTS)
+    io.ensure_table(spark, config, QUARANTINE)
+    ensure_silver_tables(spark, config)
     # The broker does not auto-create topics; an ingest started before any producer waits on an
     # empty topic instead of failing.
     clients.ensure_topic(config, config.kafka.topic)
+    location = checkpoint(config, PLANS_CHECKPOINT)
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", config.kafka.bootstrap)
         .option("subscribe", config.kafka.topic)
-        .option("startingOffsets", config.ingest.starting_offsets)
+        # Read only for a new checkpoint; a checkpoint resumes from its own offsets.
+        .option("startingOffsets", starting_offsets(spark, config))
         .option("maxOffsetsPerTrigger", config.ingest.max_offsets_per_trigger)
         # Offsets that vanished (retention, a recreated topic) stop the query loudly.
         .option("failOnDataLoss", "true")
         .load()
     )
     writer = (
-        to_bronze_rows(records)
-        .writeStream.format("delta")
-        .queryName(BRONZE_QUERY)
-        .outputMode("append")
-        .option("checkpointLocation", checkpoint(config, BRONZE_CHECKPOINT))
+        records.writeStream.queryName(PLANS_QUERY)
+        .option("checkpointLocation", location)
+        .foreachBatch(PlansBatchWriter(config, report))
     )
-    return _with_trigger(writer, config, once).start(BRONZE_EVENTS.path(config))
+    return _with_trigger(writer, config, once).start()
 
 
-class SilverBatchWriter:
-    """The foreachBatch body of the silver query (runs on the driver, once per micro-batch)."""
+def start_derived(
+    spark: SparkSession, config: Config, once: bool, report: Reporter
+) -> StreamingQuery:
+    ensure_silver_tables(spark, config)
+    writer = (
+        spark.readStream.format("delta")
+        # Bounded batches: a derived query that fell behind catches up in steps its heap holds.
+        .option("maxBytesPerTrigger", str(config.ingest.silver_max_bytes_per_trigger))
+        .load(PLAN_EVENTS.path(config))
+        .writeStream.queryName(DERIVED_QUERY)
+        .option("checkpointLocation", checkpoint(config, DERIVED_CHECKPOINT))
+        .foreachBatch(DerivedBatchWriter(config, report))
+    )
+    return _with_trigger(writer, config, once).start()
 
-    def __init__(self, config: Config, report: Reporter) -> None:
-        self.config = config
-        self.report = report
-        self._app_id: str | None = None
 
-    def app_id(self, spark: SparkSession) -> str:
-        """The query id saved in the checkpoint: stable across restarts, new with a new
-        checkpoint (whose batch ids restart at 0 and must not be mistaken for replays)."""
-        if self._app_id is None:
-            metadata = join_uri(checkpoint(self.config, SILVER_CHECKPOINT), "metadata")
-            self._app_id = f"silver-ingest-{spark.read.json(metadata).first()['id']}"
-        return self._app_id
+def drain_legacy_silver(spark: SparkSession, config: Config) -> bool:
+    """A warehouse ingested by the two-query layout before this one (Kafka -> bronze, bronze ->
+    silver): apply what bronze holds beyond the old silver checkpoint, once, then retire both
+    old checkpoints. The hot path then starts where bronze ends (`starting_offsets`)."""
+    old = checkpoint(config, LEGACY_SILVER_CHECKPOINT)
+    if not io.path_exists(spark, join_uri(old, "metadata")):
+        return False
+    log.warning("draining the previous ingest layout's silver query (%s) once", old)
+    app_ids: dict[str, str] = {}
 
-    def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        started = time.monotonic()
-        spark = batch.sparkSession
-        timer = StepTimer()
+    def apply(batch: DataFrame, batch_id: int) -> None:
         checked = contract.check_contract(batch).persist()
         try:
-            with timer("contract"):
-                # One pass over the cached batch for both counts (F.count skips null reasons).
-                records, quarantined = checked.agg(F.count("*"), F.count("reason")).first()
-            if quarantined:
-                # Nothing to append otherwise; a replay of this batch then skips it again.
-                with timer("quarantine"):
-                    quarantine = contract.to_quarantine(checked)
-                    app_id = self.app_id(spark)
-                    io.append_once(quarantine, self.config, QUARANTINE, app_id, batch_id)
+            app_id = _query_app_id(batch.sparkSession, config, LEGACY_SILVER_CHECKPOINT, app_ids)
+            io.append_once(contract.to_quarantine(checked), config, QUARANTINE, app_id, batch_id)
             events = contract.to_plan_events(checked).persist()
             try:
-                result = apply_plan_events(events, self.config, timer=timer)
-                oldest = events.agg(F.min("event_ts")).first()[0]
+                apply_plan_events(events, config)
             finally:
                 events.unpersist()
         finally:
             checked.unpersist()
-        log.info("silver batch %d steps: %s", batch_id, timer)
-        freshness = None if oldest is None else time.time() - oldest.timestamp()
-        self.report(
-            SilverBatch(
-                batch_id=batch_id,
-                records=records,
-                events=result.events,
-                quarantined=quarantined,
-                plans_changed=result.plans_changed,
-                seconds=time.monotonic() - started,
-                max_freshness_s=freshness,
-                steps=dict(timer.seconds),
-            )
-        )
 
-
-def start_silver(
-    spark: SparkSession, config: Config, once: bool, report: Reporter
-) -> StreamingQuery:
-    io.ensure_table(spark, config, QUARANTINE)
-    ensure_silver_tables(spark, config)
-    writer = (
+    query = (
         spark.readStream.format("delta")
-        # Bounded batches: an ingest that fell behind catches up in steps its heap can hold.
         .option("maxBytesPerTrigger", str(config.ingest.silver_max_bytes_per_trigger))
         .load(BRONZE_EVENTS.path(config))
-        .writeStream.queryName(SILVER_QUERY)
-        .option("checkpointLocation", checkpoint(config, SILVER_CHECKPOINT))
-        .foreachBatch(SilverBatchWriter(config, report))
+        .writeStream.queryName("legacy_silver_drain")
+        .option("checkpointLocation", old)
+        .foreachBatch(apply)
+        .trigger(availableNow=True)
+        .start()
     )
-    return _with_trigger(writer, config, once).start()
+    await_query(query, "legacy_silver_drain")
+    for name in (LEGACY_SILVER_CHECKPOINT, LEGACY_BRONZE_CHECKPOINT):
+        io.rename_path(spark, checkpoint(config, name), checkpoint(config, f"{name}.retired"))
+    return True
 
 
 def _with_trigger(writer, config: Config, once: bool):
     if once:
         return writer.trigger(availableNow=True)
     return writer.trigger(processingTime=f"{config.ingest.trigger_interval_s} seconds")
-
-
-@dataclass
-class _BronzeWatcher:
-    """Turns the bronze query's progress into BronzeBatch reports (polled by the run loop)."""
-
-    report: Reporter
-    last_batch: int = -1
-    seen: set[str] = field(default_factory=set)
-
-    def poll(self, query: StreamingQuery) -> None:
-        for progress in query.recentProgress:
-            batch_id = int(progress["batchId"])
-            if batch_id <= self.last_batch or progress["numInputRows"] == 0:
-                continue
-            self.last_batch = batch_id
-            self.report(BronzeBatch(batch_id, int(progress["numInputRows"]), _kafka_lag(progress)))
-
-
-def _kafka_lag(progress: dict) -> int | None:
-    """Records the topic holds beyond this batch's end offsets, summed over partitions."""
-    for source in progress.get("sources", []):
-        latest, end = _offsets(source.get("latestOffset")), _offsets(source.get("endOffset"))
-        if latest and end:
-            return sum(max(0, offset - end.get(key, 0)) for key, offset in latest.items())
-    return None
-
-
-def _offsets(value: object) -> dict[tuple[str, str], int]:
-    """{"topic": {"0": 12, ...}} (a dict or its JSON text) -> {(topic, partition): offset}."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return {}
-    if not isinstance(value, dict):
-        return {}
-    return {
-        (topic, partition): int(offset)
-        for topic, partitions in value.items()
-        if isinstance(partitions, dict)
-        for partition, offset in partitions.items()
-    }
 
 
 def _raise_if_failed(query: StreamingQuery, name: str) -> None:
@@ -258,11 +346,10 @@ def _short(error: object) -> str:
 
 
 def run_once(spark: SparkSession, config: Config, report: Reporter) -> None:
-    """Ingest everything available now (Kafka -> bronze, then bronze -> silver) and return."""
-    bronze = start_bronze(spark, config, once=True)
-    await_query(bronze, BRONZE_QUERY)
-    _BronzeWatcher(report).poll(bronze)
-    await_query(start_silver(spark, config, once=True, report=report), SILVER_QUERY)
+    """Ingest everything available now (the hot path, then the derived tables) and return."""
+    drain_legacy_silver(spark, config)
+    await_query(start_plans(spark, config, once=True, report=report), PLANS_QUERY)
+    await_query(start_derived(spark, config, once=True, report=report), DERIVED_QUERY)
 
 
 def await_query(query: StreamingQuery, name: str) -> None:
@@ -281,14 +368,14 @@ def run_continuous(
     """Run both queries until `stop` is set. A query that fails (or cannot start, e.g. while a
     service is down) is restarted from its checkpoint after `ingest.restart_backoff_s`; after
     `ingest.max_restarts` failures in a row without progress, IngestError."""
+    drain_legacy_silver(spark, config)
     starters = {
-        BRONZE_QUERY: lambda: start_bronze(spark, config, once=False),
-        SILVER_QUERY: lambda: start_silver(spark, config, once=False, report=report),
+        PLANS_QUERY: lambda: start_plans(spark, config, once=False, report=report),
+        DERIVED_QUERY: lambda: start_derived(spark, config, once=False, report=report),
     }
     queries: dict[str, StreamingQuery | None] = dict.fromkeys(starters)
     failures = dict.fromkeys(starters, 0)
     retry_at = dict.fromkeys(starters, 0.0)
-    watcher = _BronzeWatcher(report)
     try:
         while not stop.is_set():
             for name, start in starters.items():
@@ -306,14 +393,9 @@ def run_continuous(
                     continue
                 try:
                     queries[name] = start()
-                    if name == BRONZE_QUERY:
-                        watcher = _BronzeWatcher(report)
                 except Exception as exc:  # e.g. a service down at (re)start: retry later
                     _note_failure(name, _short(exc), failures, config)
                     retry_at[name] = time.monotonic() + config.ingest.restart_backoff_s
-            bronze = queries[BRONZE_QUERY]
-            if bronze is not None:
-                watcher.poll(bronze)
             stop.wait(0.5)
     finally:
         for query in queries.values():

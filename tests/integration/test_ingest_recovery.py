@@ -25,7 +25,7 @@ from lakehouse.ingest.operations import ingest
 from lakehouse.plans.scenario import disorder, event_history
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
-from lakehouse.tables import RECONCILIATION, SILVER_CHECKPOINT, SNAPSHOTS, checkpoint
+from lakehouse.tables import PLANS_CHECKPOINT, RECONCILIATION, SNAPSHOTS, checkpoint
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -42,7 +42,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     lake = isolated_lakehouse(config, str(tmp_path / "warehouse"), "kill")
     events, final = event_history(21, plans=30, changes=200)
     positions = produce(lake, [(e.key(), e.value()) for e in disorder(events, 21)])
-    silver_checkpoint = Path(checkpoint(lake, SILVER_CHECKPOINT))
+    silver_checkpoint = Path(checkpoint(lake, PLANS_CHECKPOINT))
 
     env = env_for(lake) | {"LAKEHOUSE_INGEST_MAX_OFFSETS": "40", "LAKEHOUSE_INGEST_TRIGGER_S": "0"}
     # Its own process group, so SIGKILL takes the Spark JVM down with it, as a crash would.
@@ -54,7 +54,7 @@ def test_sigkill_mid_batch_then_restart_loses_and_duplicates_nothing(
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
     try:
-        # Wait until a silver batch has committed and the next one is in flight, then kill it
+        # Wait until a hot-path batch has committed and the next one is in flight, then kill it
         # a random moment into that batch (each one takes several seconds here).
         deadline = time.monotonic() + 240
         while True:

@@ -5,7 +5,6 @@ VACUUM deletes only what no retained version needs, and says how many files it d
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from support import isolated_lakehouse, produce
 from lakehouse import io, maintenance
 from lakehouse.ingest.operations import ingest
 from lakehouse.plans.scenario import event_history
-from lakehouse.tables import BRONZE_EVENTS, BRONZE_PLAN_EVENTS, PLAN_HISTORY, PLANS, SILVER_TABLES
+from lakehouse.tables import BRONZE_EVENTS, PLAN_EVENTS, PLAN_HISTORY, PLANS, SILVER_TABLES
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -37,7 +36,7 @@ def test_compaction_keeps_rows_and_the_stream_goes_on_exactly_once(
     for part in (records[:thirds], records[thirds : 2 * thirds]):
         positions += produce(lake, part)
         assert ingest(spark, lake, once=True) == 0
-    tables = [BRONZE_EVENTS, *SILVER_TABLES]
+    tables = [BRONZE_EVENTS, PLAN_EVENTS, *SILVER_TABLES]
     before = {t.name: (_rows(spark, lake, t), maintenance.layout(spark, lake, t)) for t in tables}
     assert all(layout.files > 1 for _, layout in before.values()), before
 
@@ -53,8 +52,8 @@ def test_compaction_keeps_rows_and_the_stream_goes_on_exactly_once(
         last = io.delta_table(spark, lake, table).history(1).first()
         assert (last["operation"], last["operationParameters"]["zOrderBy"]) == ("OPTIMIZE", "[]")
 
-    # The silver query reads bronze as a stream and gold reads silver's change feed: both must
-    # ignore the compaction (dataChange=false) and see only the new events.
+    # The derived query reads silver.plan_events as a stream and gold reads silver's change
+    # feed: both must ignore the compaction (dataChange=false) and see only the new events.
     positions += produce(lake, records[2 * thirds :])
     assert ingest(spark, lake, once=True) == 0
     assert_lakehouse_matches(spark, lake, final)
@@ -69,20 +68,18 @@ def test_compaction_keeps_rows_and_the_stream_goes_on_exactly_once(
     )
     assert feed.count() == 0  # the OPTIMIZE commit, one before the last ingest's MERGE
 
-    # Silver caught up: bronze may be vacuumed whenever. A bronze commit silver has not read
-    # yet: fine while recent, held back once it is older than the retention window.
+    # The derived query caught up: its source may be vacuumed whenever. A commit it has not
+    # read yet: fine while recent, held back once it is older than the retention window.
     retain_s = lake.maintenance.vacuum_retain_hours * 3600
     now = time.time()
-    assert maintenance.bronze_vacuum_hold(spark, lake, now + 10 * retain_s) is None
-    unread = spark.createDataFrame(
-        [(b"k", b"{}", lake.kafka.topic, 0, 10**9, None, datetime.now(UTC))], BRONZE_PLAN_EVENTS
-    )
-    io.append(unread, lake, BRONZE_EVENTS)
-    assert maintenance.bronze_vacuum_hold(spark, lake, now + retain_s - 3600) is None
+    assert maintenance.stream_source_vacuum_hold(spark, lake, now + 10 * retain_s) is None
+    unread = io.read_table(spark, lake, PLAN_EVENTS).limit(1)
+    io.append(unread.localCheckpoint(), lake, PLAN_EVENTS)
+    assert maintenance.stream_source_vacuum_hold(spark, lake, now + retain_s - 3600) is None
     later = now + retain_s + 2 * 3600
-    held = maintenance.bronze_vacuum_hold(spark, lake, later)
+    held = maintenance.stream_source_vacuum_hold(spark, lake, later)
     assert held is not None and "beyond the 168 h VACUUM retention" in held, held
-    (result,) = maintenance.maintain(spark, lake, [BRONZE_EVENTS], False, now_epoch=later)
+    (result,) = maintenance.maintain(spark, lake, [PLAN_EVENTS], False, now_epoch=later)
     assert (result.vacuum_held, result.vacuumed_files) == (held, None)
     assert "VACUUM HELD BACK" in result.render()
 

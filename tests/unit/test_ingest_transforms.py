@@ -45,7 +45,7 @@ from lakehouse.ingest.snapshot import (
     to_snapshot_quarantine,
     to_snapshot_rows,
 )
-from lakehouse.ingest.stream import _kafka_lag, _offsets, to_bronze_rows
+from lakehouse.ingest.stream import to_bronze_rows, to_plan_event_rows
 from lakehouse.plans.events import ChangeEvent, EventContractError, parse_event
 from lakehouse.plans.generator import generate_plan
 from lakehouse.plans.scenario import RawRecord, malformed_records
@@ -54,6 +54,7 @@ from lakehouse.tables import (
     BRONZE_PLAN_SNAPSHOTS,
     PLAN_DOCUMENT,
     QUARANTINE_PLAN_EVENTS,
+    SILVER_PLAN_EVENTS,
     SILVER_PLAN_HISTORY,
     SILVER_PLAN_SERVICES,
     SILVER_PLANS,
@@ -1183,7 +1184,7 @@ def test_stream_and_snapshot_of_the_same_state_reconcile_cleanly(
     assert_frames_equal(differences, spark.createDataFrame([], RECONCILE_ROW))
 
 
-# --- stream: to_bronze_rows, _offsets, _kafka_lag
+# --- stream: to_bronze_rows, to_plan_event_rows
 
 
 def test_to_bronze_rows_keeps_the_raw_record(spark: SparkSession) -> None:
@@ -1207,73 +1208,30 @@ def test_to_bronze_rows_keeps_the_raw_record(spark: SparkSession) -> None:
     assert_frames_equal(rows, expected)
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ({"t": {"0": 12, "1": 3}}, {("t", "0"): 12, ("t", "1"): 3}),
-        ('{"t": {"0": 12}, "u": {"2": "5"}}', {("t", "0"): 12, ("u", "2"): 5}),
-        ({"t": {}}, {}),
-        ({"t": 12, "u": {"0": 1}}, {("u", "0"): 1}),  # a topic without partitions is skipped
-        ("{not json", {}),
-        ("[1, 2]", {}),
-        (None, {}),
-        (42, {}),
-    ],
-    ids=["dict", "json-text", "no-partitions", "bad-topic", "bad-json", "json-list", "none", "int"],
-)
-def test_offsets(value: object, expected: dict[tuple[str, str], int]) -> None:
-    assert _offsets(value) == expected
-
-
-@pytest.mark.parametrize(
-    ("progress", "expected"),
-    [
-        (
-            {
-                "sources": [
-                    {
-                        "latestOffset": {"t": {"0": 20, "1": 5}},
-                        "endOffset": {"t": {"0": 12, "1": 5}},
-                    }
-                ]
-            },
-            8,
-        ),
-        # offsets given as JSON text
-        ({"sources": [{"latestOffset": '{"t": {"0": 20}}', "endOffset": '{"t": {"0": 20}}'}]}, 0),
-        # a partition the batch never read counts from 0
-        ({"sources": [{"latestOffset": {"t": {"0": 4, "1": 6}}, "endOffset": {"t": {"0": 4}}}]}, 6),
-        # end beyond latest (a stale latestOffset) never makes the lag negative
-        ({"sources": [{"latestOffset": {"t": {"0": 3}}, "endOffset": {"t": {"0": 9}}}]}, 0),
-        # the first source with both offsets is the one measured
-        (
-            {
-                "sources": [
-                    {"latestOffset": None, "endOffset": {"t": {"0": 1}}},
-                    {"latestOffset": {"u": {"0": 10}}, "endOffset": {"u": {"0": 7}}},
-                ]
-            },
-            3,
-        ),
-        ({"sources": [{"latestOffset": None, "endOffset": None}]}, None),
-        ({"sources": [{"latestOffset": {}, "endOffset": {"t": {"0": 1}}}]}, None),
-        ({"sources": []}, None),
-        ({}, None),
-    ],
-    ids=[
-        "two-partitions",
-        "json-text-caught-up",
-        "unread-partition",
-        "never-negative",
-        "first-complete-source",
-        "no-offsets",
-        "empty-latest",
-        "no-sources",
-        "no-sources-key",
-    ],
-)
-def test_kafka_lag(progress: dict, expected: int | None) -> None:
-    assert _kafka_lag(progress) == expected
+def test_to_plan_event_rows_keeps_every_event_typed_and_stamps_the_given_time(
+    spark: SparkSession,
+) -> None:
+    events = spark.createDataFrame(
+        # a duplicate and an older version stay: the derived tables need every delivery
+        [*_services_plans(), _services_plans()[0], _event("plan-a", 2, "u", T0 + 20, None, 1, 3)],
+        PLAN_EVENT,
+    )
+    applied = _ts(T0 + 999)
+    rows = to_plan_event_rows(events, F.lit(applied))
+    expected = spark.createDataFrame(
+        [
+            (*(e[n] for n in SILVER_PLAN_EVENTS.fieldNames() if n != "applied_at"), applied)
+            for e in (dict(zip(PLAN_EVENT.fieldNames(), row, strict=True)) for row in
+                      [*_services_plans(), _services_plans()[0],
+                       _event("plan-a", 2, "u", T0 + 20, None, 1, 3)])
+        ],
+        SILVER_PLAN_EVENTS,
+    )  # fmt: skip
+    assert_frames_equal(rows, expected)
+    assert_frames_equal(
+        to_plan_event_rows(spark.createDataFrame([], PLAN_EVENT), F.lit(applied)),
+        spark.createDataFrame([], SILVER_PLAN_EVENTS),
+    )
 
 
 @pytest.mark.parametrize(
