@@ -121,6 +121,9 @@ class IngestConfig:
     silver_max_bytes_per_trigger: int = 16 * 1024 * 1024
     # Micro-batch interval of the continuous mode (`--once` drains everything, then exits).
     trigger_interval_s: float = 2.0
+    # ... of the derived query (history, services, plan_services). Its cost per batch is mostly
+    # fixed (about 38 Spark jobs): run often, it takes the cores the hot path needs.
+    derived_trigger_interval_s: float = 30.0
     # Where a new hot-path query starts when bronze holds nothing of the topic yet: "earliest"
     # keeps every event the topic still holds (otherwise it starts where bronze ends).
     starting_offsets: str = "earliest"
@@ -409,7 +412,7 @@ def _check_ingest(ingest: IngestConfig, source: str) -> None:
     for name in ("max_offsets_per_trigger", "silver_max_bytes_per_trigger"):
         if getattr(ingest, name) < 1:
             raise ConfigError(f"{source}: ingest.{name} must be >= 1")
-    for name in ("trigger_interval_s", "restart_backoff_s"):
+    for name in ("trigger_interval_s", "derived_trigger_interval_s", "restart_backoff_s"):
         if getattr(ingest, name) < 0:
             raise ConfigError(f"{source}: ingest.{name} must be >= 0 seconds")
     if ingest.max_restarts < 0:

@@ -275,7 +275,7 @@ def start_derived(
         .option("checkpointLocation", checkpoint(config, DERIVED_CHECKPOINT))
         .foreachBatch(DerivedBatchWriter(config, report))
     )
-    return _with_trigger(writer, config, once).start()
+    return _with_trigger(writer, config, once, config.ingest.derived_trigger_interval_s).start()
 
 
 def drain_legacy_silver(spark: SparkSession, config: Config) -> bool:
@@ -317,10 +317,11 @@ def drain_legacy_silver(spark: SparkSession, config: Config) -> bool:
     return True
 
 
-def _with_trigger(writer, config: Config, once: bool):
+def _with_trigger(writer, config: Config, once: bool, interval_s: float | None = None):
     if once:
         return writer.trigger(availableNow=True)
-    return writer.trigger(processingTime=f"{config.ingest.trigger_interval_s} seconds")
+    seconds = config.ingest.trigger_interval_s if interval_s is None else interval_s
+    return writer.trigger(processingTime=f"{seconds} seconds")
 
 
 def _raise_if_failed(query: StreamingQuery, name: str) -> None:

@@ -1,5 +1,6 @@
-"""The medallion under failure: a SIGKILLed ingest process, and the Mongo snapshot /
-reconciliation path. (The index under an Elasticsearch outage: test_indexer.py.)"""
+"""The medallion under failure and change: a SIGKILLed ingest process, the Mongo snapshot /
+reconciliation path, and the upgrade of a warehouse written by the earlier two-query layout.
+(The index under an Elasticsearch outage: test_indexer.py.)"""
 
 from __future__ import annotations
 
@@ -20,12 +21,24 @@ from support import drop_database, env_for, isolated_lakehouse, produce
 
 from lakehouse import clients, io
 from lakehouse.config import PROJECT_ROOT, Config
-from lakehouse.ingest import snapshot
+from lakehouse.ingest import contract, snapshot
+from lakehouse.ingest.apply import apply_plan_events, ensure_silver_tables
 from lakehouse.ingest.operations import ingest
+from lakehouse.ingest.stream import await_query, to_bronze_rows
 from lakehouse.plans.scenario import disorder, event_history
 from lakehouse.plans.simulate import simulate
 from lakehouse.plans.store import PlanStore
-from lakehouse.tables import PLANS_CHECKPOINT, RECONCILIATION, SNAPSHOTS, checkpoint
+from lakehouse.tables import (
+    BRONZE_EVENTS,
+    LEGACY_BRONZE_CHECKPOINT,
+    LEGACY_SILVER_CHECKPOINT,
+    PLAN_EVENTS,
+    PLAN_HISTORY,
+    PLANS_CHECKPOINT,
+    RECONCILIATION,
+    SNAPSHOTS,
+    checkpoint,
+)
 
 pytestmark = pytest.mark.usefixtures("local_stack")
 
@@ -131,3 +144,74 @@ def test_reconcile_after_simulate_then_out_of_band_change(
         assert snapshot.run_reconciliation(spark, fresh).differences == {}
     finally:
         drop_database(lake)
+
+
+def test_a_warehouse_of_the_two_query_layout_is_upgraded_without_loss_or_duplicates(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    """Bronze and silver written the way the earlier layout wrote them (a Kafka -> bronze Delta
+    sink, then a bronze -> silver stream), with silver behind bronze and bronze behind the
+    topic: the first ingest drains the old silver stream, retires both checkpoints and starts
+    the hot path where bronze ends."""
+    lake = isolated_lakehouse(config, str(tmp_path / "warehouse"), "upgrade")
+    events, final = event_history(27, plans=25, changes=90)
+    thirds = len(events) // 3
+    parts = [events[:thirds], events[thirds : 2 * thirds], events[2 * thirds :]]
+    legacy_bronze = checkpoint(lake, LEGACY_BRONZE_CHECKPOINT)
+    legacy_silver = checkpoint(lake, LEGACY_SILVER_CHECKPOINT)
+
+    def old_bronze() -> None:
+        io.ensure_table(spark, lake, BRONZE_EVENTS)
+        records = (
+            spark.readStream.format("kafka")
+            .option("kafka.bootstrap.servers", lake.kafka.bootstrap)
+            .option("subscribe", lake.kafka.topic)
+            .option("startingOffsets", "earliest")
+            .load()
+        )
+        query = (
+            to_bronze_rows(records)
+            .writeStream.format("delta")
+            .option("checkpointLocation", legacy_bronze)
+            .trigger(availableNow=True)
+            .start(BRONZE_EVENTS.path(lake))
+        )
+        await_query(query, "old bronze")
+
+    def old_silver(batch, batch_id: int) -> None:
+        events = contract.to_plan_events(contract.check_contract(batch)).persist()
+        try:
+            apply_plan_events(events, lake)
+        finally:
+            events.unpersist()
+
+    positions = produce(lake, [(e.key(), e.value()) for e in parts[0]])
+    old_bronze()
+    ensure_silver_tables(spark, lake)
+    query = (
+        spark.readStream.format("delta")
+        .load(BRONZE_EVENTS.path(lake))
+        .writeStream.option("checkpointLocation", legacy_silver)
+        .foreachBatch(old_silver)
+        .trigger(availableNow=True)
+        .start()
+    )
+    await_query(query, "old silver")
+    positions += produce(lake, [(e.key(), e.value()) for e in parts[1]])
+    old_bronze()  # bronze holds the second third; the old silver stream has not read it
+    positions += produce(lake, [(e.key(), e.value()) for e in parts[2]])  # only on the topic
+
+    assert ingest(spark, lake, once=True) == 0
+
+    assert_bronze_exactly_once(spark, lake, positions)
+    assert_lakehouse_matches(spark, lake, final)
+    history = io.read_table(spark, lake, PLAN_HISTORY).count()
+    assert history == len({(e.plan_id, e.version) for e in events})
+    # silver.plan_events holds what the hot path read: the last third only
+    assert io.read_table(spark, lake, PLAN_EVENTS).count() == len(parts[2])
+    for name in (legacy_bronze, legacy_silver):
+        assert not Path(name).exists() and Path(f"{name}.retired").is_dir(), name
+    # A second run drains nothing and appends nothing.
+    bronze_version = io.latest_version(spark, lake, BRONZE_EVENTS)
+    assert ingest(spark, lake, once=True) == 0
+    assert io.latest_version(spark, lake, BRONZE_EVENTS) == bronze_version
