@@ -120,6 +120,7 @@ REPO_EXPECTED = {
             },
         ),
         kafka=replace(REPO_BASE.kafka, delivery_timeout_s=10.0),
+        ingest=replace(REPO_BASE.ingest, derived_trigger_interval_s=2.0),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
     ),
     "prod": replace(
