@@ -157,6 +157,18 @@ def derived_next_version(config: Config) -> int | None:
     return int(offset["reservoirVersion"]) + (1 if index_done else 0)
 
 
+def bronze_next_offsets(spark: SparkSession, config: Config) -> dict[int, int]:
+    """Per partition of the topic, the offset after the last record bronze holds."""
+    return {
+        row["partition"]: row["next"]
+        for row in io.read_table(spark, config, BRONZE_EVENTS)
+        .where(F.col("topic") == config.kafka.topic)
+        .groupBy("partition")
+        .agg((F.max("offset") + 1).alias("next"))
+        .collect()
+    }
+
+
 def measure(spark: SparkSession, config: Config, retention: bool = True) -> IngestLag:
     """The lag now; `retention` also checks unread records against the topic's retention."""
     ends = kafka_end_offsets(config)
@@ -165,14 +177,7 @@ def measure(spark: SparkSession, config: Config, retention: bool = True) -> Inge
     if not io.table_exists(spark, config, BRONZE_EVENTS):
         warnings = retention_warnings(config, {}, now_ms) if retention else ()
         return IngestLag(sum(ends.values()), 0, warnings, indexer)
-    held = {
-        row["partition"]: row["next"]
-        for row in io.read_table(spark, config, BRONZE_EVENTS)
-        .where(F.col("topic") == config.kafka.topic)
-        .groupBy("partition")
-        .agg((F.max("offset") + 1).alias("next"))
-        .collect()
-    }
+    held = bronze_next_offsets(spark, config)
     kafka_records = sum(max(0, end - held.get(partition, 0)) for partition, end in ends.items())
 
     next_version = derived_next_version(config) or 0

@@ -216,17 +216,11 @@ def starting_offsets(spark: SparkSession, config: Config) -> str:
     two-query layout before it is replaced), else `ingest.starting_offsets`."""
     if not io.table_exists(spark, config, BRONZE_EVENTS):
         return config.ingest.starting_offsets
-    held = {
-        row["partition"]: row["next"]
-        for row in io.read_table(spark, config, BRONZE_EVENTS)
-        .where(F.col("topic") == config.kafka.topic)
-        .groupBy("partition")
-        .agg((F.max("offset") + 1).alias("next"))
-        .collect()
-    }
+    from lakehouse.ingest.lag import bronze_next_offsets, kafka_end_offsets
+
+    held = bronze_next_offsets(spark, config)
     if not held:
         return config.ingest.starting_offsets
-    from lakehouse.ingest.lag import kafka_end_offsets
 
     # Partitions bronze never saw start at their beginning (-2).
     partitions = {p: held.get(p, -2) for p in kafka_end_offsets(config)}
