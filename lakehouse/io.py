@@ -89,6 +89,12 @@ def path_exists(spark: SparkSession, location: str) -> bool:
     return bool(fs.exists(path))
 
 
+def folder_has_entries(spark: SparkSession, location: str) -> bool:
+    """Whether a folder exists and holds at least one entry (e.g. a checkpoint's offsets)."""
+    path, fs = _hadoop_path(spark, location)
+    return bool(fs.exists(path)) and len(fs.listStatus(path)) > 0
+
+
 def rename_path(spark: SparkSession, source: str, target: str) -> None:
     """Move a file or folder (e.g. a retired checkpoint) if it exists."""
     path, fs = _hadoop_path(spark, source)

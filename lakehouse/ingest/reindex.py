@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from lakehouse import clients, io
 from lakehouse.config import Config
 from lakehouse.ingest import indexer, search
+from lakehouse.ingest.lag import kafka_end_offsets
 from lakehouse.tables import PLANS
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def reindex(
             for name in stale:
                 es.indices.delete(index=name, ignore_unavailable=True)
             progress(f"reindex: {building} -> {new}; the live indexer writes to it too")
-            ends = _end_offsets(config)
+            ends = kafka_end_offsets(config)
             replayed, dead = _replay(config, es, new, silver_position, ends)
             es.indices.refresh(index=new)
         except Exception:
@@ -149,12 +150,6 @@ def _indexes_of(es: Any, alias: str) -> list[str]:
     if not es.indices.exists_alias(name=alias):
         return []
     return sorted(es.indices.get_alias(name=alias))
-
-
-def _end_offsets(config: Config) -> dict[int, int]:
-    from lakehouse.ingest.lag import kafka_end_offsets
-
-    return kafka_end_offsets(config)
 
 
 def _replay(

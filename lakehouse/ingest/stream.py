@@ -237,12 +237,15 @@ def start_plans(
     # empty topic instead of failing.
     clients.ensure_topic(config, config.kafka.topic)
     location = checkpoint(config, PLANS_CHECKPOINT)
+    # Spark reads startingOffsets only for a checkpoint without offsets; a checkpoint resumes
+    # from its own, so bronze is scanned for them only then.
+    resumes = io.folder_has_entries(spark, join_uri(location, "offsets"))
+    start = config.ingest.starting_offsets if resumes else starting_offsets(spark, config)
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", config.kafka.bootstrap)
         .option("subscribe", config.kafka.topic)
-        # Read only for a new checkpoint; a checkpoint resumes from its own offsets.
-        .option("startingOffsets", starting_offsets(spark, config))
+        .option("startingOffsets", start)
         .option("maxOffsetsPerTrigger", config.ingest.max_offsets_per_trigger)
         # Offsets that vanished (retention, a recreated topic) stop the query loudly.
         .option("failOnDataLoss", "true")
