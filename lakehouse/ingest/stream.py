@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from pyspark.errors import StreamingQueryException
@@ -155,18 +156,18 @@ class PlansBatchWriter:
                     with timer("quarantine"):
                         quarantine = contract.to_quarantine(checked)
                         io.append_once(quarantine, self.config, QUARANTINE, app_id, batch_id)
-                events = contract.to_plan_events(checked).persist()
-                try:
-                    valid = records - quarantined
-                    changed = 0
-                    if valid:
+                valid = records - quarantined
+                changed = 0
+                if valid:
+                    with ExitStack() as held:
+                        with timer("typed"):
+                            typed = contract.to_plan_events(checked)
+                            events = held.enter_context(io.computed_once(typed))
                         with timer("plans"):
                             changed = merge_plans(events, self.config)
                         with timer("events"):
                             rows = to_plan_event_rows(events, F.current_timestamp())
                             io.append_once(rows, self.config, PLAN_EVENTS, app_id, batch_id)
-                finally:
-                    events.unpersist()
             finally:
                 checked.unpersist()
         finally:
@@ -290,11 +291,8 @@ def drain_legacy_silver(spark: SparkSession, config: Config) -> bool:
         try:
             app_id = _query_app_id(batch.sparkSession, config, LEGACY_SILVER_CHECKPOINT, app_ids)
             io.append_once(contract.to_quarantine(checked), config, QUARANTINE, app_id, batch_id)
-            events = contract.to_plan_events(checked).persist()
-            try:
+            with io.computed_once(contract.to_plan_events(checked)) as events:
                 apply_plan_events(events, config)
-            finally:
-                events.unpersist()
         finally:
             checked.unpersist()
 
