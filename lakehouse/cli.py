@@ -197,6 +197,38 @@ def _indexer(args: argparse.Namespace) -> int:
     return operations.run_indexer(load_config(args.env), args.once)
 
 
+def _api(args: argparse.Namespace) -> int:
+    config = load_config(args.env)
+    if args.action == "serve":
+        from lakehouse.api.server import serve
+
+        serve(config)
+        return 0
+    import time
+
+    from lakehouse.api.auth import SCOPE_READ, local_signing_key, mint_token
+
+    if config.api.public_key_file or config.api.jwks_url:
+        print(
+            "lakehouse: this environment verifies tokens from an identity provider "
+            "(api.public_key_file / api.jwks_url): ask it for a token",
+            file=sys.stderr,
+        )
+        return 2
+    ttl_s = args.ttl_s or config.api.token_ttl_s
+    token = mint_token(
+        local_signing_key(config),
+        subject=args.subject,
+        scopes=tuple(args.scope or [SCOPE_READ]),
+        now_s=int(time.time()),
+        ttl_s=ttl_s,
+        issuer=config.api.issuer,
+        audience=config.api.audience,
+    )
+    print(token)
+    return 0
+
+
 def _reindex(args: argparse.Namespace) -> int:
     from lakehouse.ingest import operations
 
@@ -420,6 +452,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout-s", type=_positive_float, default=300.0, help="with --wait (default 300)"
     )
     p_indexer.set_defaults(func=_indexer)
+
+    from lakehouse.api.auth import SCOPES
+
+    p_api = sub.add_parser("api", help="the plan API: serve it, or mint a local token")
+    p_api.add_argument("action", choices=["serve", "token"])
+    p_api.add_argument("--subject", default="local-user", help="with `token`: who it is for")
+    p_api.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help="with `token`: a scope to grant (repeatable; default plans:read)",
+    )
+    p_api.add_argument(
+        "--ttl-s", type=_positive_int, help="with `token`: lifetime (default api.token_ttl_s)"
+    )
+    p_api.set_defaults(func=_api)
 
     p_reindex = sub.add_parser(
         "reindex",

@@ -24,10 +24,18 @@ MONGO_PARTITIONER = "com.mongodb.spark.sql.connector.read.partitioner.SinglePart
 TOPIC_MAX_MESSAGE_BYTES = 1_048_588
 
 
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
 def kafka_admin(config: Config) -> KafkaAdminClient:
     from kafka import KafkaAdminClient
 
-    return KafkaAdminClient(bootstrap_servers=config.kafka.bootstrap, request_timeout_ms=15000)
+    return KafkaAdminClient(
+        bootstrap_servers=config.kafka.bootstrap,
+        request_timeout_ms=15000,
+        # an unreachable broker fails the call in 10 s (kafka-python waits 30 s by default)
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+    )
 
 
 def ensure_topic(config: Config, topic: str, partitions: int = 3) -> None:
@@ -51,14 +59,14 @@ def ensure_topic(config: Config, topic: str, partitions: int = 3) -> None:
         admin.close()
 
 
-def mongo_client(config: Config) -> MongoClient:
+def mongo_client(config: Config, selection_timeout_ms: int = 10000) -> MongoClient:
     from pymongo import MongoClient
 
     # 10 s to find the server unless the URI sets its own timeout (keyword args would win)
     uri = config.mongo.uri
     if "serverselectiontimeoutms" in uri.lower():
         return MongoClient(uri)
-    return MongoClient(uri, serverSelectionTimeoutMS=10000)
+    return MongoClient(uri, serverSelectionTimeoutMS=selection_timeout_ms)
 
 
 def mongo_spark_options(config: Config, database: str, collection: str) -> dict[str, str]:

@@ -51,6 +51,9 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": "quality.alerts.prefect_block",
     "LAKEHOUSE_MIRROR_SCHEMA": "serving.schema",
     "LAKEHOUSE_SUPERSET_ADMIN_USER": "apps.superset_admin_user",
+    "LAKEHOUSE_API_PORT": "api.port",
+    "LAKEHOUSE_API_PUBLIC_KEY_FILE": "api.public_key_file",
+    "LAKEHOUSE_API_JWKS_URL": "api.jwks_url",
 }
 
 
@@ -302,6 +305,31 @@ class AppsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The plan API (`lakehouse api serve`, docs/api.md): HTTP over the plan store.
+
+    Tokens are RS256 JWTs. The server verifies them with `public_key_file` (a PEM), else the
+    keys at `jwks_url` (an identity provider's JWKS), else the public half of the key pair
+    generated into <state_dir>/secrets, which `lakehouse api token` signs with.
+    """
+
+    port: int = 8070
+    public_key_file: str = ""
+    jwks_url: str = ""
+    # A token must name this issuer and audience (the local key pair's tokens do).
+    issuer: str = "lakehouse-local"
+    audience: str = "lakehouse-plan-api"
+    # Lifetime of a token `lakehouse api token` mints.
+    token_ttl_s: int = 3600
+    # Page sizes of GET /v1/plan and /v1/search: without `limit`, and the most one may ask.
+    default_page_size: int = 50
+    max_page_size: int = 500
+    # Plan stores (a Mongo client each, one shared Kafka producer) serving requests at once;
+    # more requests wait for one. 2 cores: a few are enough to overlap the network waits.
+    store_pool_size: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     environment: str = "local"
     # Root of every Delta table: a local folder or an object-store URI (s3a://, abfss://, gs://).
@@ -325,6 +353,7 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     apps: AppsConfig = field(default_factory=AppsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def checkpoint_root(self) -> str:
@@ -398,6 +427,7 @@ def load_config(
     _check_maintenance(config.maintenance, source)
     _check_apps(config.apps, source)
     _check_cluster(config.cluster, source)
+    _check_api(config, source)
     return _resolve_local_paths(config)
 
 
@@ -597,6 +627,23 @@ def _check_maintenance(maintenance: MaintenanceConfig, source: str) -> None:
         )
 
 
+def _check_api(config: Config, source: str) -> None:
+    api = config.api
+    if not 1 <= api.port <= 65535:
+        raise ConfigError(f"{source}: api.port must be a TCP port (1..65535)")
+    apps = config.apps
+    if api.port in (apps.mlflow_port, apps.prefect_port, apps.superset_port, apps.jupyter_port):
+        raise ConfigError(f"{source}: api.port {api.port} is also one of apps.*_port")
+    for name in ("token_ttl_s", "default_page_size", "max_page_size", "store_pool_size"):
+        if getattr(api, name) < 1:
+            raise ConfigError(f"{source}: api.{name} must be >= 1")
+    if api.default_page_size > api.max_page_size:
+        raise ConfigError(f"{source}: api.default_page_size must be <= api.max_page_size")
+    for name in ("issuer", "audience"):
+        if not getattr(api, name).strip():
+            raise ConfigError(f"{source}: api.{name} must not be empty")
+
+
 def _check_apps(apps: AppsConfig, source: str) -> None:
     for name in ("mlflow_port", "prefect_port", "superset_port", "jupyter_port"):
         if not 1 <= getattr(apps, name) <= 65535:
@@ -705,4 +752,5 @@ def _resolve_local_paths(config: Config) -> Config:
             config.quality, reports_dir=resolve(config.quality.reports_dir)
         ),
         spark=dataclasses.replace(config.spark, jars_dir=resolve(config.spark.jars_dir)),
+        api=dataclasses.replace(config.api, public_key_file=resolve(config.api.public_key_file)),
     )

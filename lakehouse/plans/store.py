@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +35,17 @@ from lakehouse.plans.schema import validate_plan
 
 if TYPE_CHECKING:
     from kafka import KafkaProducer
+    from pymongo import MongoClient
     from pymongo.collection import Collection
 
 META = "_lakehouse"
 SERVICES_COLLECTION = "services"
+LOCKS_COLLECTION = "plan_locks"
 PUBLISH_TIMEOUT_S = 30.0
+# How long a write waits for another writer of the same plan, and when a lock is taken to be
+# left by a dead writer: well above the longest write (a publish waits PUBLISH_TIMEOUT_S).
+LOCK_WAIT_S = 10.0
+STALE_LOCK_MS = int(4 * PUBLISH_TIMEOUT_S * 1000)
 
 
 class PlanStoreError(RuntimeError):
@@ -52,8 +60,22 @@ class PlanExistsError(PlanStoreError):
     pass
 
 
+class PlanIdMismatchError(PlanStoreError, ValueError):
+    """A replacement document names another plan than the one it replaces."""
+
+
 class ConcurrentWriteError(PlanStoreError):
     """The plan changed between read and write (optimistic concurrency on the version)."""
+
+
+class StaleVersionError(ConcurrentWriteError):
+    """The write named the version it expects (an HTTP If-Match) and the plan is at another."""
+
+    def __init__(self, plan_id: str, expected: int, current: int) -> None:
+        super().__init__(f"plan {plan_id!r} is at version {current}, not {expected}")
+        self.plan_id = plan_id
+        self.expected = expected
+        self.current = current
 
 
 class PlanRejectedError(PlanStoreError, ValueError):
@@ -86,6 +108,14 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class StoredPlan:
+    """A live plan document and its version (what an ETag is made of)."""
+
+    document: dict[str, Any]
+    version: int
+
+
+@dataclass(frozen=True)
 class RefusedEvent:
     """A pending event that can never be published as it is: it breaks the contract (stored
     before the store checked it) or the broker refuses the record itself. It stays in the
@@ -115,6 +145,7 @@ def make_producer(config: Config, linger_ms: int = 0) -> KafkaProducer:
         # Fail a send within a bounded time when the broker is gone instead of blocking forever:
         # a request may take half the delivery timeout, so one retry fits in it.
         max_block_ms=10_000,
+        bootstrap_timeout_ms=clients.BOOTSTRAP_TIMEOUT_MS,
         request_timeout_ms=int(config.kafka.delivery_timeout_s * 500),
         delivery_timeout_ms=int(config.kafka.delivery_timeout_s * 1000),
     )
@@ -134,6 +165,8 @@ class PlanStore:
         config: Config,
         producer: KafkaProducer | None = None,
         batch_size: int | None = None,
+        mongo: MongoClient | None = None,
+        producer_factory: Callable[[], KafkaProducer] | None = None,
     ) -> None:
         self.config = config
         self.batch_size = batch_size
@@ -143,12 +176,18 @@ class PlanStore:
         # a stale copy is caught by the version check of the write
         self._read_cache: dict[str, dict[str, Any]] = {}
         self.topic = config.kafka.topic
-        self._mongo = clients.mongo_client(config)
+        # A shared producer or client (the plan API's pool) is the caller's to close.
+        self._mongo = mongo or clients.mongo_client(config)
+        self._own_mongo = mongo is None
         database = self._mongo[config.mongo.database]
         self.plans: Collection = database[config.mongo.collection]
         self.services: Collection = database[SERVICES_COLLECTION]
+        self.locks: Collection = database[LOCKS_COLLECTION]
+        self.lock_wait_s = LOCK_WAIT_S
         self._producer = producer
-        self._own_producer = producer is None
+        # a shared producer made on the first write (the plan API's pool: reads need no broker)
+        self._producer_factory = producer_factory
+        self._own_producer = producer is None and producer_factory is None
         self._known_services: set[str] = set()
         self.source = {
             "system": "lakehouse.plans",
@@ -165,7 +204,10 @@ class PlanStore:
     @property
     def producer(self) -> KafkaProducer:
         if self._producer is None:
-            self._producer = make_producer(self.config, linger_ms=10 if self.batch_size else 0)
+            if self._producer_factory is not None:
+                self._producer = self._producer_factory()
+            else:
+                self._producer = make_producer(self.config, linger_ms=10 if self.batch_size else 0)
         return self._producer
 
     def flush(self) -> None:
@@ -196,9 +238,10 @@ class PlanStore:
         try:
             self.flush()
         finally:
-            if self._producer is not None:
+            if self._producer is not None and self._own_producer:
                 self._producer.close(timeout=10)
-            self._mongo.close()
+            if self._own_mongo:
+                self._mongo.close()
 
     def __enter__(self) -> PlanStore:
         return self
@@ -213,6 +256,29 @@ class PlanStore:
         if raw is not None:
             self._read_cache = {plan_id: raw}
         return None if raw is None or raw[META]["deleted"] else _plan_of(raw)
+
+    def read(self, plan_id: str) -> StoredPlan | None:
+        """The live plan and its version; None if it never existed or was deleted."""
+        raw = self.plans.find_one({"_id": plan_id})
+        if raw is None or raw[META]["deleted"]:
+            return None
+        return StoredPlan(_plan_of(raw), raw[META]["version"])
+
+    def page(self, after: str | None, limit: int) -> list[StoredPlan]:
+        """Up to `limit` live plans in plan id order, after the id `after` (keyset paging: a
+        page never repeats or skips a plan that exists throughout the listing)."""
+        query: dict[str, Any] = {f"{META}.deleted": False}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        found = self.plans.find(query).sort("_id", 1).limit(limit)
+        return [StoredPlan(_plan_of(raw), raw[META]["version"]) for raw in found]
+
+    def read_many(self, plan_ids: list[str]) -> dict[str, StoredPlan]:
+        """The live plans among `plan_ids`, by id (deleted and unknown ids are left out)."""
+        if not plan_ids:
+            return {}
+        found = self.plans.find({"_id": {"$in": plan_ids}, f"{META}.deleted": False})
+        return {raw["_id"]: StoredPlan(_plan_of(raw), raw[META]["version"]) for raw in found}
 
     def version(self, plan_id: str) -> int:
         """The plan's last version (deleted plans keep theirs); 0 if it never existed."""
@@ -230,35 +296,49 @@ class PlanStore:
     def create(self, document: dict[str, Any]) -> WriteResult:
         validate_plan(document)
         plan_id = document["objectId"]
-        raw = self._current(plan_id)
-        if raw is not None and not raw[META]["deleted"]:
-            raise PlanExistsError(f"plan {plan_id!r} already exists; use replace or patch")
-        return self._commit(plan_id, raw, "c", document)
+        with self._locked(plan_id):
+            raw = self._current(plan_id)
+            if raw is not None and not raw[META]["deleted"]:
+                raise PlanExistsError(f"plan {plan_id!r} already exists; use replace or patch")
+            return self._commit(plan_id, raw, "c", document)
 
     def upsert(self, document: dict[str, Any]) -> WriteResult:
         """Create the plan, or replace it when it is live (a re-create after a delete is `c`)."""
         validate_plan(document)
         plan_id = document["objectId"]
-        raw = self._current(plan_id)
-        op = "u" if raw is not None and not raw[META]["deleted"] else "c"
-        return self._commit(plan_id, raw, op, document)
+        with self._locked(plan_id):
+            raw = self._current(plan_id)
+            op = "u" if raw is not None and not raw[META]["deleted"] else "c"
+            return self._commit(plan_id, raw, op, document)
 
-    def replace(self, plan_id: str, document: dict[str, Any]) -> WriteResult:
+    # `expected_version`: the write happens only if the plan is at that version (else
+    # StaleVersionError), checked again by the commit itself, so two writers that expect the
+    # same version cannot both succeed.
+    def replace(
+        self, plan_id: str, document: dict[str, Any], expected_version: int | None = None
+    ) -> WriteResult:
         validate_plan(document)
         if document["objectId"] != plan_id:
-            raise PlanStoreError(f"objectId {document['objectId']!r} does not match {plan_id!r}")
-        return self._commit(plan_id, self._live(plan_id), "u", document)
+            raise PlanIdMismatchError(
+                f"objectId {document['objectId']!r} does not match {plan_id!r}"
+            )
+        with self._locked(plan_id):
+            return self._commit(plan_id, self._live(plan_id, expected_version), "u", document)
 
-    def patch(self, plan_id: str, patch: dict[str, Any]) -> WriteResult:
+    def patch(
+        self, plan_id: str, patch: dict[str, Any], expected_version: int | None = None
+    ) -> WriteResult:
         """PATCH-merge (nested objects merged, linkedPlanServices merged by objectId)."""
-        raw = self._live(plan_id)
-        merged = merge_patch(_plan_of(raw), patch)
-        validate_plan(merged)
-        return self._commit(plan_id, raw, "u", merged)
+        with self._locked(plan_id):
+            raw = self._live(plan_id, expected_version)
+            merged = merge_patch(_plan_of(raw), patch)
+            validate_plan(merged)
+            return self._commit(plan_id, raw, "u", merged)
 
-    def delete(self, plan_id: str) -> WriteResult:
+    def delete(self, plan_id: str, expected_version: int | None = None) -> WriteResult:
         """Delete the plan and its own children; shared services stay in `services`."""
-        return self._commit(plan_id, self._live(plan_id), "d", None)
+        with self._locked(plan_id):
+            return self._commit(plan_id, self._live(plan_id, expected_version), "d", None)
 
     def drain_outbox(self, limit: int | None = None) -> DrainResult:
         """Publish every pending event (oldest first) and clear it. An event that can never be
@@ -266,14 +346,57 @@ class PlanStore:
         an unreachable broker raises PublishError (nothing pending is lost)."""
         query = self.plans.find({f"{META}.outbox": {"$exists": True}}).sort(f"{META}.updated_ms")
         published, refused = 0, []
-        for raw in query.limit(limit or 0):
-            try:
-                self._publish_pending(raw)
-            except EventRefused as exc:
-                refused.append(exc.event)
-            else:
-                published += 1
+        for listed in query.limit(limit or 0):
+            with self._locked(listed["_id"]):
+                # read again under the lock: a writer may have published it meanwhile
+                raw = self.plans.find_one({"_id": listed["_id"]})
+                if raw is None or raw[META].get("outbox") is None:
+                    continue
+                try:
+                    self._publish_pending(raw)
+                except EventRefused as exc:
+                    refused.append(exc.event)
+                else:
+                    published += 1
         return DrainResult(published, tuple(refused))
+
+    # ---------------------------------------------------------------------------- the lock
+    @contextlib.contextmanager
+    def _locked(self, plan_id: str) -> Iterator[None]:
+        """One writer per plan at a time, across processes.
+
+        FerretDB evaluates an update's filter in a read of its own and then writes by `_id`
+        (FerretDB v1's UpdateAll), so a version filter alone lets two writers that read the
+        same version both succeed (measured: two concurrent PATCHes, both "won"). Inserting a
+        document whose `_id` is the plan id is atomic (the primary key), so it is the lock.
+        A writer that died holding it leaves a lock older than STALE_LOCK_MS, which the next
+        writer removes.
+        """
+        from pymongo.errors import DuplicateKeyError
+
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.lock_wait_s
+        pause = 0.002
+        while True:
+            now_ms = int(time.time() * 1000)
+            try:
+                self.locks.insert_one({"_id": plan_id, "token": token, "locked_ms": now_ms})
+                break
+            except DuplicateKeyError:
+                held = self.locks.find_one({"_id": plan_id})
+            if held is not None and now_ms - held["locked_ms"] > STALE_LOCK_MS:
+                self.locks.delete_one({"_id": plan_id, "token": held["token"]})
+                continue
+            if time.monotonic() > deadline:
+                raise ConcurrentWriteError(
+                    f"plan {plan_id!r} is being written by another writer; try again"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        try:
+            yield
+        finally:
+            self.locks.delete_one({"_id": plan_id, "token": token})
 
     # -------------------------------------------------------------------------- internals
     def _current(self, plan_id: str) -> dict[str, Any] | None:
@@ -290,10 +413,12 @@ class PlanStore:
             raw = self.plans.find_one({"_id": plan_id})
         return raw
 
-    def _live(self, plan_id: str) -> dict[str, Any]:
+    def _live(self, plan_id: str, expected_version: int | None = None) -> dict[str, Any]:
         raw = self._current(plan_id)
         if raw is None or raw[META]["deleted"]:
             raise PlanNotFoundError(plan_id)
+        if expected_version is not None and raw[META]["version"] != expected_version:
+            raise StaleVersionError(plan_id, expected_version, raw[META]["version"])
         return raw
 
     def _commit(

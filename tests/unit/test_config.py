@@ -287,6 +287,9 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_ALERT_PREFECT_BLOCK": ("slack-webhook/data-alerts", "slack-webhook/data-alerts"),
     "LAKEHOUSE_MIRROR_SCHEMA": ("gold_staging", "gold_staging"),
     "LAKEHOUSE_SUPERSET_ADMIN_USER": ("analyst_admin", "analyst_admin"),
+    "LAKEHOUSE_API_PORT": ("18070", 18070),
+    "LAKEHOUSE_API_PUBLIC_KEY_FILE": ("/etc/lakehouse/idp.pem", "/etc/lakehouse/idp.pem"),
+    "LAKEHOUSE_API_JWKS_URL": ("https://idp.internal/jwks.json", "https://idp.internal/jwks.json"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
