@@ -1,8 +1,8 @@
 """The servers people open, started next to the data services by `lakehouse stack up --apps`:
 MLflow, Prefect (server + the nightly deployment it schedules), Superset, JupyterLab, the
-supervised streaming ingest and the real-time search indexer. Same contract as the data
-services (lakehouse/stack/services.py): plain processes on 127.0.0.1, a state folder each, a
-real readiness probe.
+supervised streaming ingest, the real-time search indexer and the plan API. Same contract as
+the data services (lakehouse/stack/services.py): plain processes on 127.0.0.1, a state folder
+each, a real readiness probe.
 """
 
 from __future__ import annotations
@@ -303,6 +303,38 @@ class IndexerService(SupervisedCommand):
     depends_on = ("kafka", "elasticsearch")
 
 
+class ApiService(SupervisedCommand):
+    """The plan API (`lakehouse api serve`, docs/api.md): HTTP on 127.0.0.1:api.port, restarted
+    by its supervisor like the ingest. Ready when /v1/healthz answers 200, i.e. the API itself
+    reaches the plan store and the broker."""
+
+    name = "api"
+    subcommand = "api"
+    listens = True
+    depends_on = ("kafka", "ferretdb", "elasticsearch")
+
+    @property
+    def port(self) -> int:
+        return self.config.api.port
+
+    @property
+    def port_setting(self) -> str:
+        return "LAKEHOUSE_API_PORT"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "serve"]
+
+    def probe(self) -> None:
+        super().probe()
+        health = json.loads(_get(f"{self.url}/healthz"))  # urlopen raises on a 503
+        if health.get("status") != "ok":
+            raise StackError(f"api: /v1/healthz answered {health}")
+
+
 APP_SERVICE_TYPES: tuple[type[Service], ...] = (
     MlflowService,
     PrefectService,
@@ -310,6 +342,7 @@ APP_SERVICE_TYPES: tuple[type[Service], ...] = (
     JupyterService,
     IngestService,
     IndexerService,
+    ApiService,
     NightlyDeploymentService,
 )
 
@@ -332,6 +365,11 @@ def app_urls(config: Config) -> str:
             JupyterService,
             f"http://127.0.0.1:{apps.jupyter_port}/lab",
             f"token in {describe(config, JUPYTER_TOKEN_VAR)}",
+        ),
+        (
+            ApiService,
+            f"http://127.0.0.1:{config.api.port}/v1/docs",
+            "bearer token: `lakehouse api token --scope plans:write`",
         ),
     ]
     width = max(len(cls.name) for cls, _, _ in lines)

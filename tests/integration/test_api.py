@@ -8,13 +8,15 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from support import drop_database, free_port, isolated_lakehouse, read_topic
+from support import drop_database, env_for, free_port, isolated_lakehouse, read_topic
 
 from lakehouse import clients
 from lakehouse.api.auth import SCOPE_READ, SCOPE_WRITE, local_signing_key, mint_token
@@ -25,6 +27,10 @@ from lakehouse.ingest.indexer import Indexer
 from lakehouse.ingest.search import versioned_indexes
 from lakehouse.plans.generator import generate_plan
 from lakehouse.plans.store import PlanStore
+from lakehouse.stack.apps import ApiService
+from lakehouse.stack.manager import running_pid, service_status, start_service
+from lakehouse.stack.process import port_in_use, stop_process
+from lakehouse.stack.supervisor import read_status
 
 
 def token(config: Config, *scopes: str, ttl_s: int = 600, now_s: int | None = None) -> str:
@@ -423,3 +429,52 @@ def test_unreachable_broker_answers_503_and_keeps_the_write(config: Config, loca
         assert [(v["op"], v["version"]) for _, v, _, _ in read_topic(lake)] == [("c", 1)]
     finally:
         drop_database(lake)
+
+
+def test_the_stack_supervises_the_api_and_restarts_it_after_a_crash(
+    config: Config, local_stack, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    port = free_port()
+    lake = dataclasses.replace(
+        isolated_lakehouse(config, str(tmp_path / "warehouse"), "apistack"),
+        state_dir=str(tmp_path / "state"),
+        api=dataclasses.replace(config.api, port=port),
+    )
+    for name, value in {
+        **env_for(lake),
+        "LAKEHOUSE_API_PORT": str(port),
+        "LAKEHOUSE_STATE_DIR": lake.state_dir,  # where the signing key is
+    }.items():
+        monkeypatch.setenv(name, value)  # the supervised process inherits them
+    service = ApiService(lake)
+    start_service(service, timeout_s=120, report=print)
+    try:
+        assert service_status(service).healthy
+        headers = {"Authorization": f"Bearer {token(lake, SCOPE_WRITE)}"}
+        with httpx.Client(base_url=service.url, headers=headers, timeout=30) as http:
+            created = http.post("/plan", json=plan(21))
+            assert created.status_code == 201, created.text
+            first = read_status(service.status_file)
+            assert first is not None and first.child_pid is not None
+            os.kill(first.child_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while True:  # the supervisor starts a new server after its back-off
+                status = read_status(service.status_file)
+                if status and status.restarts == 1 and status.state == "running":
+                    try:
+                        if http.get("/healthz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                assert time.monotonic() < deadline, f"not restarted: {status}"
+                time.sleep(0.5)
+            again = http.get(f"/plan/{created.json()['objectId']}")
+            assert (again.status_code, again.json()) == (200, created.json())
+    finally:
+        pid = running_pid(service)
+        if pid is not None:
+            stop_process(pid, service.marker)
+        drop_database(lake)
+    assert not port_in_use(port)
+    log = service.paths.log.read_text()
+    assert "restart in" in log and "Uvicorn running on http://127.0.0.1:" in log

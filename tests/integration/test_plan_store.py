@@ -286,3 +286,74 @@ def test_broker_down_fails_loudly_and_loses_nothing(private_broker):
         777,
         999,
     ]
+
+
+def test_concurrent_writers_of_one_version_cannot_both_win(source: Config):
+    """Two stores (two processes' worth of clients) patch the same plan at the same version,
+    many times: each round exactly one write lands, and the topic holds one event per version."""
+    import threading
+
+    from lakehouse.plans.store import StaleVersionError
+
+    plan = generate_plan(13, 0).doc
+    plan_id = plan["objectId"]
+    with PlanStore.open(source) as first, PlanStore.open(source) as second:
+        first.create(plan)
+        for version in range(1, 9):
+            barrier = threading.Barrier(2)
+            outcomes: list[str] = []
+
+            def write(
+                store: PlanStore,
+                deductible: int,
+                version: int = version,
+                barrier: threading.Barrier = barrier,
+                outcomes: list[str] = outcomes,
+            ) -> None:
+                barrier.wait()
+                try:
+                    patch = {"planCostShares": {"deductible": deductible}}
+                    store.patch(plan_id, patch, expected_version=version)
+                    outcomes.append("won")
+                except StaleVersionError as exc:
+                    outcomes.append(f"stale at v{exc.current}")
+
+            threads = [
+                threading.Thread(target=write, args=(store, version * 10 + i))
+                for i, store in enumerate((first, second))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert sorted(outcomes) == ["stale at v" + str(version + 1), "won"], outcomes
+        assert first.version(plan_id) == 9
+        assert first.locks.count_documents({}) == 0  # every lock released
+    assert [(v["op"], v["version"]) for _, v, _, _ in read_topic(source)] == [("c", 1)] + [
+        ("u", v) for v in range(2, 10)
+    ]
+
+
+def test_a_lock_left_by_a_dead_writer_is_taken_over_and_a_live_one_waited_for(source: Config):
+    import time
+
+    from lakehouse.plans.store import STALE_LOCK_MS, ConcurrentWriteError
+
+    plan = generate_plan(14, 0).doc
+    plan_id = plan["objectId"]
+    with PlanStore.open(source) as store:
+        store.create(plan)
+        now_ms = int(time.time() * 1000)
+        # A writer that died mid-write long ago: its lock is taken over.
+        long_ago = now_ms - STALE_LOCK_MS - 1
+        store.locks.insert_one({"_id": plan_id, "token": "dead", "locked_ms": long_ago})
+        store.patch(plan_id, {"planCostShares": {"deductible": 1}})
+        assert store.locks.count_documents({}) == 0
+        # A writer holding it now: the write waits, then gives up without writing anything.
+        store.locks.insert_one({"_id": plan_id, "token": "alive", "locked_ms": now_ms})
+        store.lock_wait_s = 0.3
+        with pytest.raises(ConcurrentWriteError, match="being written by another writer"):
+            store.patch(plan_id, {"planCostShares": {"deductible": 2}})
+        assert store.read(plan_id).version == 2
+        assert store.locks.find_one({"_id": plan_id})["token"] == "alive"  # not ours to remove
+    assert [v["version"] for _, v, _, _ in read_topic(source)] == [1, 2]

@@ -114,7 +114,7 @@ def test_stack_logs_or_restart_without_a_service_lists_the_services(
     assert capsys.readouterr().err == (
         f"lakehouse: `stack {action}` needs a service name: postgres, kafka, ferretdb, "
         "elasticsearch, spark-master, spark-worker-1, spark-worker-2, mlflow, prefect, superset, "
-        "jupyter, ingest, indexer, nightly\n"
+        "jupyter, ingest, indexer, api, nightly\n"
     )
 
 
@@ -125,7 +125,7 @@ def test_stack_restart_of_an_unknown_service_names_the_known_ones(
     assert capsys.readouterr().err == (
         "lakehouse: unknown service 'kafak'; one of: postgres, kafka, ferretdb, elasticsearch, "
         "spark-master, spark-worker-1, spark-worker-2, mlflow, prefect, superset, jupyter, "
-        "ingest, indexer, nightly\n"
+        "ingest, indexer, api, nightly\n"
     )
 
 
