@@ -8,6 +8,7 @@ they are read from the environment by the code that needs them (see `postgres_pa
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -54,6 +55,9 @@ ENV_OVERRIDES: dict[str, str] = {
     "LAKEHOUSE_API_PORT": "api.port",
     "LAKEHOUSE_API_PUBLIC_KEY_FILE": "api.public_key_file",
     "LAKEHOUSE_API_JWKS_URL": "api.jwks_url",
+    "LAKEHOUSE_API_ISSUER": "api.issuer",
+    "LAKEHOUSE_API_AUDIENCE": "api.audience",
+    "LAKEHOUSE_API_HOST": "api.host",
 }
 
 
@@ -314,6 +318,8 @@ class ApiConfig:
     """
 
     port: int = 8070
+    # Loopback everywhere but in a container, whose port is published on the host's loopback.
+    host: str = "127.0.0.1"
     public_key_file: str = ""
     jwks_url: str = ""
     # A token must name this issuer and audience (the local key pair's tokens do).
@@ -642,6 +648,12 @@ def _check_api(config: Config, source: str) -> None:
     for name in ("issuer", "audience"):
         if not getattr(api, name).strip():
             raise ConfigError(f"{source}: api.{name} must not be empty")
+    try:
+        ipaddress.ip_address(api.host)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: api.host must be an IP address to bind (127.0.0.1), got {api.host!r}"
+        ) from None
 
 
 def _check_apps(apps: AppsConfig, source: str) -> None:

@@ -1,5 +1,6 @@
-"""Run the plan API with uvicorn on 127.0.0.1: as the server (`lakehouse api serve`), or in a
-thread of the calling process (`running`: the tests and the benchmark)."""
+"""Run the plan API with uvicorn on api.host (127.0.0.1; 0.0.0.0 only in a container): as the
+server (`lakehouse api serve`), or in a thread of the calling process (`running`: the tests
+and the benchmark)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from collections.abc import Iterator
 
 from lakehouse.config import Config
 
-HOST = "127.0.0.1"
 # A stop lets the requests in flight finish for this long.
 GRACEFUL_STOP_S = 20
 
@@ -24,7 +24,7 @@ def _server(config: Config, port: int):  # type: ignore[no-untyped-def]
     context = ApiContext.open(config)
     settings = uvicorn.Config(
         create_app(context),
-        host=HOST,
+        host=config.api.host,
         port=port,
         # one process: the context's store pool is per process, and 2 cores need no more
         workers=1,
@@ -53,9 +53,9 @@ def running(config: Config, port: int, timeout_s: float = 30.0) -> Iterator[str]
         deadline = time.monotonic() + timeout_s
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the plan API did not start on {HOST}:{port}")
+                raise RuntimeError(f"the plan API did not start on {config.api.host}:{port}")
             time.sleep(0.02)
-        yield f"http://{HOST}:{port}"
+        yield f"http://{config.api.host}:{port}"
     finally:
         server.should_exit = True
         thread.join(GRACEFUL_STOP_S + 5)

@@ -34,6 +34,8 @@ EXPECTED_SERVICES = frozenset(
         "mlflow",
         "superset",
         "jupyter",
+        "indexer",
+        "api",
     }
 )
 # Run the project's code with conf/prod.yaml and share the warehouse volume.

@@ -290,6 +290,12 @@ PLAUSIBLE: dict[str, tuple[str, Any]] = {
     "LAKEHOUSE_API_PORT": ("18070", 18070),
     "LAKEHOUSE_API_PUBLIC_KEY_FILE": ("/etc/lakehouse/idp.pem", "/etc/lakehouse/idp.pem"),
     "LAKEHOUSE_API_JWKS_URL": ("https://idp.internal/jwks.json", "https://idp.internal/jwks.json"),
+    "LAKEHOUSE_API_ISSUER": (
+        "https://idp.internal/realms/plans",
+        "https://idp.internal/realms/plans",
+    ),
+    "LAKEHOUSE_API_AUDIENCE": ("plan-api", "plan-api"),
+    "LAKEHOUSE_API_HOST": ("0.0.0.0", "0.0.0.0"),
 }
 
 # Every overridable key also set in the files, so the test proves env beats both layers.
@@ -791,6 +797,23 @@ def test_bad_ingest_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: s
     ],
 )
 def test_bad_gold_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fix)):
+        load(write_conf(tmp_path, base="", dev=yaml_text))
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fix"),
+    [
+        ("api:\n  port: 0\n", "api.port must be a TCP port"),
+        ("api:\n  port: 8888\n", "api.port 8888 is also one of apps.*_port"),
+        ("api:\n  host: localhost\n", "api.host must be an IP address to bind"),
+        ("api:\n  max_page_size: 0\n", "api.max_page_size must be >= 1"),
+        ("api:\n  default_page_size: 600\n", "api.default_page_size must be <= api.max_page_size"),
+        ("api:\n  audience: ' '\n", "api.audience must not be empty"),
+        ("api:\n  token_ttl_s: soon\n", "api.token_ttl_s must be an integer"),
+    ],
+)
+def test_bad_api_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fix)):
         load(write_conf(tmp_path, base="", dev=yaml_text))
 
