@@ -304,6 +304,26 @@ BENCHMARKS: dict[str, Benchmark] = {
             extract_declared,
         ),
         Benchmark(
+            "api",
+            "api_throughput.py",
+            (),
+            (
+                "--plans",
+                "20",
+                "--patches",
+                "40",
+                "--clients",
+                "1,2",
+                "--visibility",
+                "5",
+                "--tag",
+                QUICK,
+            ),
+            "data",
+            "api.json",
+            extract_declared,
+        ),  # fmt: skip
+        Benchmark(
             "growth",
             "gold_growth.py",
             (),

@@ -302,7 +302,11 @@ def create_app(context: ApiContext) -> FastAPI:
         header = request.headers.get("if-match")
 
         def work(store: PlanStore) -> WriteResult:
-            expected = None
+            expected = p.named_version(header)
+            if expected is not None:
+                # The store refuses a stale version itself (StaleVersionError: 412 with the
+                # current ETag), so the usual If-Match costs no read of its own.
+                return write(store, expected)
             if required or header is not None:
                 stored = store.read(plan_id)
                 if stored is None:

@@ -92,6 +92,19 @@ def if_match_version(header: str | None, current: int) -> int:
     )
 
 
+def named_version(header: str | None) -> int | None:
+    """The version an `If-Match` of exactly one strong tag `"v<N>"` names (the usual case: the
+    ETag of the client's last read), so the write's own version check can decide without a
+    read first; None when deciding needs the current version (`*`, several tags, a tag this
+    API never gave)."""
+    tags = _tags(header or "")
+    if len(tags) != 1:
+        return None
+    tag = tags[0]
+    digits = tag[2:-1] if tag.startswith('"v') and tag.endswith('"') else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
 def none_match(header: str | None, current: int) -> bool:
     """Whether `If-None-Match` matches the current version (weak comparison: a 304)."""
     if header is None:

@@ -532,15 +532,20 @@ class PlanStore:
             )
 
     def _remember_services(self, document: dict[str, Any]) -> None:
+        from pymongo.errors import DuplicateKeyError
+
         for item in document.get("linkedPlanServices", []):
             service = item["linkedService"]
             if service["objectId"] in self._known_services:
                 continue
-            self.services.update_one(
-                {"_id": service["objectId"]},
-                {"$set": {k: v for k, v in service.items() if k != "objectId"}},
-                upsert=True,
-            )
+            selector = {"_id": service["objectId"]}
+            fields = {"$set": {k: v for k, v in service.items() if k != "objectId"}}
+            try:
+                self.services.update_one(selector, fields, upsert=True)
+            except DuplicateKeyError:
+                # Another writer inserted the same new service between this upsert's read and
+                # its insert (FerretDB, like MongoDB, does not serialise upserts): it exists now.
+                self.services.update_one(selector, fields)
             self._known_services.add(service["objectId"])
 
 

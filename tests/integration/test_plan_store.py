@@ -288,6 +288,48 @@ def test_broker_down_fails_loudly_and_loses_nothing(private_broker):
     ]
 
 
+def test_concurrent_creates_sharing_a_new_service_all_succeed(source: Config):
+    """Writers that link the same service for the first time at the same moment: each upsert
+    of the shared `services` document may find it inserted by another in between (FerretDB
+    answers a duplicate key); every plan is still created and its event published."""
+    import threading
+
+    writers, rounds = 4, 12
+    stores = [PlanStore.open(source) for _ in range(writers)]
+    failures: list[BaseException] = []
+    created: list[str] = []
+    try:
+        for round_ in range(rounds):
+            barrier = threading.Barrier(writers)
+
+            def create(k: int, round_: int = round_, barrier: threading.Barrier = barrier) -> None:
+                plan = generate_plan(17, round_ * writers + k).doc
+                for item in plan["linkedPlanServices"]:  # one new service, shared by all
+                    item["linkedService"]["objectId"] = f"svc-new-{round_}"
+                barrier.wait()
+                try:
+                    stores[k].create(plan)
+                    created.append(plan["objectId"])
+                except BaseException as exc:
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=create, args=(k,)) for k in range(writers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert failures == []
+        services = {doc["_id"] for doc in stores[0].services.find({}, {"_id": 1})}
+        assert {f"svc-new-{n}" for n in range(rounds)} <= services
+        assert stores[0].count_pending() == 0
+    finally:
+        for store in stores:
+            store.close()
+    published = sorted(v["plan_id"] for _, v, _, _ in read_topic(source))
+    assert published == sorted(created)
+    assert len(created) == writers * rounds
+
+
 def test_concurrent_writers_of_one_version_cannot_both_win(source: Config):
     """Two stores (two processes' worth of clients) patch the same plan at the same version,
     many times: each round exactly one write lands, and the topic holds one event per version."""

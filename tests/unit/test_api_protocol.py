@@ -20,6 +20,7 @@ from lakehouse.api.protocol import (
     encode_cursor,
     etag,
     if_match_version,
+    named_version,
     none_match,
     parse_json_object,
     require_media_type,
@@ -59,6 +60,28 @@ def test_if_match_compares_strongly_and_says_the_current_tag(header: str) -> Non
         {"ETag": '"v3"'},
     )
     assert '"v3"' in error.message
+
+
+@pytest.mark.parametrize(
+    ("header", "version"),
+    [
+        ('"v3"', 3),
+        (' "v12" ', 12),
+        ('"v0"', 0),
+        (None, None),
+        ("", None),
+        ("*", None),  # needs the current version
+        ('"v3", "v4"', None),  # several tags: compared against the current version
+        ('W/"v3"', None),  # weak: never matches a write
+        ('"v"', None),
+        ('"v-1"', None),
+        ('"v³"', None),  # a digit to str.isdigit, not to int()
+        ('"x3"', None),
+        ("v3", None),
+    ],
+)
+def test_the_version_a_single_strong_tag_names(header: str | None, version: int | None) -> None:
+    assert named_version(header) == version
 
 
 @pytest.mark.parametrize(
