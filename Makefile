@@ -2,9 +2,10 @@
 #   make setup   venv + Python deps, Superset's own venv, Maven jars, FerretDB binary, PostgreSQL
 #                server and Chromium
 #   make demo    setup, start the local stack and the app servers (MLflow, Prefect + the nightly
-#                deployment, Superset, JupyterLab, the supervised streaming ingest and search
-#                indexer), run the smoke pipeline and a small simulation, wait for the indexer
-#                (seconds) and the streaming ingest to catch up, run
+#                deployment, Superset, JupyterLab, the supervised streaming ingest, search
+#                indexer and plan API), run the smoke pipeline and a small simulation, wait for
+#                the indexer (seconds), take one plan through the API (create, patch, search,
+#                delete), wait for the streaming ingest to catch up, run
 #                the nightly flow once through Prefect (snapshot, reconcile, gold, anomalies,
 #                quality gate, PostgreSQL mirror), provision the Superset dashboard, profile
 #                gold.plan_costs and print a summary with the servers' URLs (the README's main
@@ -87,6 +88,7 @@ demo: setup
 	$(BIN)/lakehouse smoke
 	$(BIN)/lakehouse simulate --plans 200 --changes 500 --seed 42
 	$(BIN)/lakehouse indexer --wait
+	$(BIN)/lakehouse api smoke
 	$(BIN)/lakehouse ingest --wait
 	$(BIN)/python flows/nightly.py --trigger
 	$(BIN)/lakehouse superset provision

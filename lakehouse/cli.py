@@ -206,7 +206,7 @@ def _api(args: argparse.Namespace) -> int:
         return 0
     import time
 
-    from lakehouse.api.auth import SCOPE_READ, local_signing_key, mint_token
+    from lakehouse.api.auth import SCOPE_READ, SCOPE_WRITE, local_signing_key, mint_token
 
     if config.api.public_key_file or config.api.jwks_url:
         print(
@@ -215,18 +215,40 @@ def _api(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    ttl_s = args.ttl_s or config.api.token_ttl_s
+    now_s = int(time.time())
+    if args.action == "token":
+        ttl_s = args.ttl_s or config.api.token_ttl_s
+        scopes = tuple(args.scope or [SCOPE_READ])
+    else:  # smoke: a short-lived writer's token for its own plan
+        ttl_s, scopes = 300, (SCOPE_WRITE,)
     token = mint_token(
         local_signing_key(config),
         subject=args.subject,
-        scopes=tuple(args.scope or [SCOPE_READ]),
-        now_s=int(time.time()),
+        scopes=scopes,
+        now_s=now_s,
         ttl_s=ttl_s,
         issuer=config.api.issuer,
         audience=config.api.audience,
     )
-    print(token)
-    return 0
+    if args.action == "token":
+        print(token)
+        return 0
+    from lakehouse.api.round_trip import Step, round_trip
+    from lakehouse.plans.generator import generate_plan
+
+    def show(step: Step) -> None:
+        answer = step.status if step.status is not None else "no answer"
+        verdict = "ok" if step.ok else f"FAILED (expected {step.expected})"
+        detail = f": {step.detail}" if step.detail and not step.ok else ""
+        print(f"api {step.name}: {answer} {verdict} ({step.ms:.0f} ms){detail}", flush=True)
+
+    # a plan id of its own per run (seconds since the epoch), deleted again at the end
+    plan = generate_plan(seed=9, index=now_s % 10_000_000).doc
+    url = f"http://127.0.0.1:{config.api.port}/v1"
+    trip = round_trip(url, token, plan, search_timeout_s=args.timeout_s, report=show)
+    passed = sum(step.ok for step in trip.steps)
+    print(f"api smoke: {passed} steps ok" + ("" if trip.ok else ", then a failure"))
+    return 0 if trip.ok else 1
 
 
 def _reindex(args: argparse.Namespace) -> int:
@@ -455,8 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from lakehouse.api.auth import SCOPES
 
-    p_api = sub.add_parser("api", help="the plan API: serve it, or mint a local token")
-    p_api.add_argument("action", choices=["serve", "token"])
+    p_api = sub.add_parser(
+        "api",
+        help="the plan API: serve it, mint a local token, or smoke-test a running one "
+        "(one plan created, read, patched, searched for, deleted)",
+    )
+    p_api.add_argument("action", choices=["serve", "token", "smoke"])
     p_api.add_argument("--subject", default="local-user", help="with `token`: who it is for")
     p_api.add_argument(
         "--scope",
@@ -466,6 +492,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_api.add_argument(
         "--ttl-s", type=_positive_int, help="with `token`: lifetime (default api.token_ttl_s)"
+    )
+    p_api.add_argument(
+        "--timeout-s",
+        type=_positive_float,
+        default=30.0,
+        help="with `smoke`: how long search may take to find the plan (default 30)",
     )
     p_api.set_defaults(func=_api)
 

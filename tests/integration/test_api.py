@@ -21,6 +21,7 @@ from support import drop_database, env_for, free_port, isolated_lakehouse, read_
 from lakehouse import clients
 from lakehouse.api.auth import SCOPE_READ, SCOPE_WRITE, local_signing_key, mint_token
 from lakehouse.api.protocol import MAX_BODY_BYTES
+from lakehouse.api.round_trip import round_trip
 from lakehouse.api.server import running
 from lakehouse.config import Config
 from lakehouse.ingest.indexer import Indexer
@@ -478,3 +479,46 @@ def test_the_stack_supervises_the_api_and_restarts_it_after_a_crash(
     assert not port_in_use(port)
     log = service.paths.log.read_text()
     assert "restart in" in log and "Uvicorn running on http://127.0.0.1:" in log
+
+
+def test_the_smoke_round_trip_passes_with_the_indexer_running(api: Api):
+    stop = threading.Event()
+    indexer = threading.Thread(
+        target=Indexer(api.config, report=lambda _: None).run, args=(stop,), daemon=True
+    )
+    indexer.start()
+    try:
+        trip = round_trip(f"{api.url}/v1", token(api.config, SCOPE_WRITE), plan(31))
+    finally:
+        stop.set()
+        indexer.join(30)
+    assert [(s.name, s.status, s.ok) for s in trip.steps] == [
+        ("GET /v1/healthz", 200, True),
+        ("POST /v1/plan", 201, True),
+        ("GET /v1/plan/{id} If-None-Match", 304, True),
+        ("PATCH /v1/plan/{id} If-Match", 200, True),
+        ("PATCH with the old ETag", 412, True),
+        ("GET /v1/search?q={id} until found", 200, True),
+        ("DELETE /v1/plan/{id} If-Match", 204, True),
+        ("GET /v1/plan/{id} after delete", 404, True),
+    ]
+    assert trip.ok
+    assert api.topic() == [("c", 1), ("u", 2), ("d", 3)]
+
+
+def test_the_smoke_round_trip_stops_at_the_first_failure(api: Api):
+    # No indexer: the plan is never found, so the trip ends there and says so.
+    trip = round_trip(f"{api.url}/v1", token(api.config, SCOPE_WRITE), plan(32), search_timeout_s=1)
+    assert [(s.name, s.status, s.ok) for s in trip.steps][-2:] == [
+        ("PATCH with the old ETag", 412, True),
+        ("GET /v1/search?q={id} until found", 504, False),
+    ]
+    assert "not found by search in 1s" in trip.steps[-1].detail
+    assert (trip.complete, trip.ok) == (False, False)
+    # and a token without the write scope fails at the first write
+    reader = round_trip(f"{api.url}/v1", token(api.config, SCOPE_READ), plan(33))
+    assert [(s.name, s.status, s.ok) for s in reader.steps] == [
+        ("GET /v1/healthz", 200, True),
+        ("POST /v1/plan", 403, False),
+    ]
+    assert '"forbidden"' in reader.steps[-1].detail
