@@ -199,8 +199,11 @@ def test_bad_input_is_refused_and_writes_nothing(api: Api):
     costs = {**doc["planCostShares"], "copay": math.nan}
     not_a_number = json.dumps({**doc, "planCostShares": costs})
     assert "NaN" in not_a_number
+    hostile = copy.deepcopy(doc)  # valid to the schema, but no consumer could parse its event
+    hostile["linkedPlanServices"][0]["linkedService"]["name"] = "Well\u0000child visit"
     cases = [
         # (body, content type, status, code)
+        (json.dumps(hostile).encode(), "application/json", 400, "rejected-by-contract"),
         (raw.encode(), "text/plain", 415, "unsupported-media-type"),
         (raw.encode(), None, 415, "unsupported-media-type"),
         (raw.encode(), "application/merge-patch+json", 415, "unsupported-media-type"),
@@ -212,7 +215,12 @@ def test_bad_input_is_refused_and_writes_nothing(api: Api):
         (not_a_number.replace("NaN", "1e999").encode(), "application/json", 400, "malformed-json"),
         (json.dumps({**doc, "surprise": 1}).encode(), "application/json", 400, "invalid-plan"),
         (json.dumps({**doc, "objectId": "a b"}).encode(), "application/json", 400, "invalid-plan"),
-        (json.dumps({**doc, "planType": "x\u0000"}).encode(), "application/json", 400, None),
+        (
+            json.dumps({**doc, "planType": "x\u0000"}).encode(),
+            "application/json",
+            400,
+            "invalid-plan",
+        ),
         (b"{" + b" " * MAX_BODY_BYTES + b"}", "application/json", 413, "too-large"),
     ]
     for body, content_type, status, code in cases:
