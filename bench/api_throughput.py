@@ -42,6 +42,7 @@ from pathlib import Path
 
 import httpx
 from machine_info import git_state, machine
+from pymongo import MongoClient
 from resources import ResourceSampler, resource_section
 
 from lakehouse import clients
@@ -163,7 +164,9 @@ def run_writers(
     return latency_figures(latencies, seconds)
 
 
-def store_writer(source: Config, mongo, stores: list[PlanStore]) -> Callable[[], Writer]:  # type: ignore[no-untyped-def]
+def store_writer(
+    source: Config, mongo: MongoClient, stores: list[PlanStore]
+) -> Callable[[], Writer]:
     def make() -> Writer:
         store = PlanStore(source, mongo=mongo)
         stores.append(store)

@@ -507,6 +507,7 @@ def test_the_smoke_round_trip_passes_with_the_indexer_running(api: Api):
         ("PATCH /v1/plan/{id} If-Match", 200, True),
         ("PATCH with the old ETag", 412, True),
         ("GET /v1/search?q={id} until found", 200, True),
+        ("search answers the patched plan", 200, True),
         ("DELETE /v1/plan/{id} If-Match", 204, True),
         ("GET /v1/plan/{id} after delete", 404, True),
     ]
