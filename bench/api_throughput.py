@@ -165,11 +165,11 @@ def run_writers(
 
 
 def store_writer(
-    source: Config, mongo: MongoClient, stores: list[PlanStore]
+    source: Config, mongo: MongoClient, cleanup: contextlib.ExitStack
 ) -> Callable[[], Writer]:
     def make() -> Writer:
         store = PlanStore(source, mongo=mongo)
-        stores.append(store)
+        cleanup.callback(store.close)
         return Writer(
             create=lambda doc: store.create(doc).event.version,
             patch=lambda plan_id, patch, v: store.patch(plan_id, patch, v).event.version,
@@ -178,10 +178,10 @@ def store_writer(
     return make
 
 
-def api_writer(url: str, token: str, https: list[httpx.Client]) -> Callable[[], Writer]:
+def api_writer(url: str, token: str, cleanup: contextlib.ExitStack) -> Callable[[], Writer]:
     def make() -> Writer:
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-        https.append(http)
+        cleanup.callback(http.close)
 
         def version(response: httpx.Response) -> int:
             if response.status_code not in (200, 201):
@@ -334,37 +334,20 @@ def main() -> int:
             name = f"{mode}, {clients_n} client" + ("s" if clients_n > 1 else "")
             print(f"== {name}: {args.plans} creates + {args.patches} patches", file=sys.stderr)
             try:
-                with sampler.phase(name):
+                with sampler.phase(name), contextlib.ExitStack() as cleanup:
+                    # closed last in, first out: the clients, then their server or Mongo client
                     if mode == "store":
                         clients.ensure_topic(source, source.kafka.topic)
-                        mongo = clients.mongo_client(source)
-                        stores: list[PlanStore] = []
-                        try:
-                            figures = run_writers(
-                                store_writer(source, mongo, stores),
-                                clients_n,
-                                args.plans,
-                                args.patches,
-                            )
-                        finally:
-                            for store in stores:
-                                store.close()
-                            mongo.close()
+                        mongo = cleanup.enter_context(clients.mongo_client(source))
+                        make = store_writer(source, mongo, cleanup)
                     else:
                         port = free_port()
                         url = f"http://127.0.0.1:{port}/v1"
-                        https: list[httpx.Client] = []
-                        with lakehouse_process(source, port, "api", "serve", ready=healthy(url)):
-                            try:
-                                figures = run_writers(
-                                    api_writer(url, token, https),
-                                    clients_n,
-                                    args.plans,
-                                    args.patches,
-                                )
-                            finally:
-                                for http in https:
-                                    http.close()
+                        cleanup.enter_context(
+                            lakehouse_process(source, port, "api", "serve", ready=healthy(url))
+                        )
+                        make = api_writer(url, token, cleanup)
+                    figures = run_writers(make, clients_n, args.plans, args.patches)
             finally:
                 clean_up(source)
             figures.update(mode=mode, clients=clients_n)

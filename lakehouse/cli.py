@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from lakehouse.config import ConfigError, load_config
+from lakehouse.config import Config, ConfigError, load_config
 
 
 def _stack(args: argparse.Namespace) -> int:
@@ -204,9 +204,7 @@ def _api(args: argparse.Namespace) -> int:
 
         serve(config)
         return 0
-    import time
-
-    from lakehouse.api.auth import SCOPE_READ, SCOPE_WRITE, local_signing_key, mint_token
+    from lakehouse.api.auth import SCOPE_READ, SCOPE_WRITE
 
     if config.api.public_key_file or config.api.jwks_url:
         print(
@@ -215,24 +213,33 @@ def _api(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    now_s = int(time.time())
     if args.action == "token":
-        ttl_s = args.ttl_s or config.api.token_ttl_s
         scopes = tuple(args.scope or [SCOPE_READ])
-    else:  # smoke: a short-lived writer's token for its own plan
-        ttl_s, scopes = 300, (SCOPE_WRITE,)
-    token = mint_token(
+        print(_local_token(config, args.subject, scopes, args.ttl_s or config.api.token_ttl_s))
+        return 0
+    # smoke: a short-lived writer's token for its own plan
+    return _api_smoke(config, _local_token(config, args.subject, (SCOPE_WRITE,), 300), args)
+
+
+def _local_token(config: Config, subject: str, scopes: tuple[str, ...], ttl_s: int) -> str:
+    import time
+
+    from lakehouse.api.auth import local_signing_key, mint_token
+
+    return mint_token(
         local_signing_key(config),
-        subject=args.subject,
+        subject=subject,
         scopes=scopes,
-        now_s=now_s,
+        now_s=int(time.time()),
         ttl_s=ttl_s,
         issuer=config.api.issuer,
         audience=config.api.audience,
     )
-    if args.action == "token":
-        print(token)
-        return 0
+
+
+def _api_smoke(config: Config, token: str, args: argparse.Namespace) -> int:
+    import time
+
     from lakehouse.api.round_trip import Step, round_trip
     from lakehouse.plans.generator import generate_plan
 
@@ -243,7 +250,7 @@ def _api(args: argparse.Namespace) -> int:
         print(f"api {step.name}: {answer} {verdict} ({step.ms:.0f} ms){detail}", flush=True)
 
     # a plan id of its own per run (seconds since the epoch), deleted again at the end
-    plan = generate_plan(seed=9, index=now_s % 10_000_000).doc
+    plan = generate_plan(seed=9, index=int(time.time()) % 10_000_000).doc
     url = f"http://127.0.0.1:{config.api.port}/v1"
     trip = round_trip(url, token, plan, search_timeout_s=args.timeout_s, report=show)
     passed = sum(step.ok for step in trip.steps)
