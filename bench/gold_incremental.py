@@ -33,10 +33,10 @@ from quiet_spark import quiet_spark
 from resources import ResourceSampler, resource_section
 from silver_fixture import change_plans, load_plans
 
-from lakehouse import io
+from lakehouse import io, spark_cost
 from lakehouse.config import PROJECT_ROOT, Config, load_config
-from lakehouse.gold import detection, maintain
-from lakehouse.gold.maintain import Refresh
+from lakehouse.gold import detection, refresh
+from lakehouse.gold.refresh import Refresh
 from lakehouse.spark import build_spark, stop_spark
 from lakehouse.tables import GOLD_TABLES
 
@@ -44,9 +44,9 @@ OUT = PROJECT_ROOT / "docs" / "benchmarks"
 
 Stage = Callable[[object, Config, bool], list[Refresh]]
 STAGES: dict[str, Stage] = {
-    "plan_costs": lambda s, c, full: [maintain.refresh_plan_costs(s, c, full)],
-    "cost_trends": lambda s, c, full: [maintain.refresh_cost_trends(s, c, full)],
-    "service tables": lambda s, c, full: maintain.refresh_service_tables(s, c, full),
+    "plan_costs": lambda s, c, full: [refresh.refresh_plan_costs(s, c, full)],
+    "cost_trends": lambda s, c, full: [refresh.refresh_cost_trends(s, c, full)],
+    "service tables": lambda s, c, full: refresh.refresh_service_tables(s, c, full),
     "plan_anomalies": lambda s, c, full: [detection.refresh_plan_anomalies(s, c, full)],
 }
 
@@ -55,19 +55,23 @@ def run_stages(spark, config: Config, full: bool) -> dict[str, dict]:
     results = {}
     for name, stage in STAGES.items():
         started = time.monotonic()
-        refreshes = stage(spark, config, full)
+        with spark_cost.measure(spark) as cost:
+            refreshes = stage(spark, config, full)
         seconds = time.monotonic() - started
         results[name] = {
             "seconds": round(seconds, 2),
+            "spark_jobs": cost.result.jobs,
+            "spark_tasks": cost.result.tasks,
             "modes": [r.mode for r in refreshes],
             "keys_changed": [r.keys_changed for r in refreshes],
         }
-        print(f"  {name:<15} {seconds:7.1f}s  " + "; ".join(r.render() for r in refreshes))
+        rendered = "; ".join(r.render() for r in refreshes)
+        print(f"  {name:<15} {seconds:7.1f}s {cost.result.jobs:4d} jobs  {rendered}")
     return results
 
 
 def versions(spark, config: Config) -> dict[str, int]:
-    return {t.name: maintain.current_version(spark, config, t) for t in GOLD_TABLES}
+    return {t.name: refresh.current_version(spark, config, t) for t in GOLD_TABLES}
 
 
 def same_content(spark, config: Config, before: dict[str, int], after: dict[str, int]) -> bool:
@@ -97,7 +101,7 @@ def warm_up(spark, config: Config, root: Path, plans: int) -> None:
     loading, the MLflow registry's first connection)."""
     lake = isolated(config, root / "warm-up")
     load_plans(spark, lake, seed=1, plans=plans)
-    maintain.refresh_plan_costs(spark, lake)
+    refresh.refresh_plan_costs(spark, lake)
     detection.train(spark, lake)
     run_stages(spark, lake, full=True)
     change_plans(spark, lake, seed=1, plans=plans, fraction=0.01, version=2)
@@ -140,7 +144,7 @@ def main() -> int:
         print("gold: first full build")
         run_stages_before = time.monotonic()
         with sampler.phase("first build + training"):
-            maintain.refresh_plan_costs(spark, lake)
+            refresh.refresh_plan_costs(spark, lake)
             started = time.monotonic()
             trained = detection.train(spark, lake)
             train_s = time.monotonic() - started

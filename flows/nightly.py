@@ -45,7 +45,7 @@ def _spark(config: Config):  # type: ignore[no-untyped-def]
 
 def _gold_job(spark, config: Config, name: str, options) -> list[str]:  # type: ignore[no-untyped-def]
     """Run one gold job, logging each table's result; a GoldError fails the task with it."""
-    from lakehouse.gold import jobs, maintain
+    from lakehouse.gold import jobs, refresh
 
     logger = get_run_logger()
     lines: list[str] = []
@@ -56,7 +56,7 @@ def _gold_job(spark, config: Config, name: str, options) -> list[str]:  # type: 
 
     try:
         jobs.JOBS[name](spark, config, options, report)
-    except maintain.GoldError as exc:
+    except refresh.GoldError as exc:
         raise StepFailed(f"{name}: {exc}") from exc
     return lines
 

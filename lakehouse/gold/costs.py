@@ -1,6 +1,6 @@
 """Cost analysis: silver plans and plan services -> gold.plan_costs and gold.cost_trends.
 
-Pure DataFrame -> DataFrame functions; reading, time travel and MERGEs live in gold/maintain.py.
+Pure DataFrame -> DataFrame functions; reading, time travel and MERGEs live in gold/refresh.py.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from lakehouse import io
 from lakehouse.config import Config
 from lakehouse.gold import anomaly
-from lakehouse.gold.maintain import (
+from lakehouse.gold.refresh import (
     GoldError,
     Refresh,
     Watermark,

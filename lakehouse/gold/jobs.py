@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from lakehouse.config import Config
-from lakehouse.gold import detection, maintain
+from lakehouse.gold import detection, refresh
 
 ANOMALY_MODES = ("train", "score")
 
@@ -33,16 +33,16 @@ def print_line(line: str) -> None:
 
 def cost_analysis(spark: SparkSession, config: Config, options: JobOptions, report: Report) -> None:
     """gold.plan_costs, then gold.cost_trends (computed from it)."""
-    report(maintain.refresh_plan_costs(spark, config, options.full).render())
-    report(maintain.refresh_cost_trends(spark, config, options.full).render())
+    report(refresh.refresh_plan_costs(spark, config, options.full).render())
+    report(refresh.refresh_cost_trends(spark, config, options.full).render())
 
 
 def service_patterns(
     spark: SparkSession, config: Config, options: JobOptions, report: Report
 ) -> None:
     """gold.service_pair_counts, gold.service_patterns and gold.service_pairs."""
-    for refresh in maintain.refresh_service_tables(spark, config, options.full):
-        report(refresh.render())
+    for table_refresh in refresh.refresh_service_tables(spark, config, options.full):
+        report(table_refresh.render())
 
 
 def anomaly_detection(
@@ -84,7 +84,7 @@ def run(spark: SparkSession, config: Config, name: str, options: JobOptions) -> 
         print(f"== {job}", flush=True)
         try:
             JOBS[job](spark, config, job_options, print_line)
-        except maintain.GoldError as exc:
+        except refresh.GoldError as exc:
             print(f"{job}: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -355,7 +355,7 @@ def _freshness(
 def _newest_source_commit(
     spark: SparkSession, config: Config, suite: Suite
 ) -> tuple[float | None, str]:
-    from lakehouse.gold.maintain import read_watermark
+    from lakehouse.gold.refresh import read_watermark
 
     watermark = read_watermark(spark, config, suite.table)
     if watermark is None:

@@ -244,7 +244,7 @@ def write_plan_costs(spark, config: Config, rows: list[tuple]) -> None:
     """Replace gold.plan_costs with `rows`, stamped with a watermark of the current silver
     versions, as a refresh would (silver tables are created empty if missing)."""
     from lakehouse import io, tables
-    from lakehouse.gold.maintain import Watermark, overwrite
+    from lakehouse.gold.refresh import Watermark, overwrite
 
     silver = (tables.PLANS, tables.PLAN_SERVICES)
     for source in silver:

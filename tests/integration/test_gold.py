@@ -33,7 +33,7 @@ from support import drop_database, env_for, isolated_lakehouse
 
 from lakehouse import io, spark_cost
 from lakehouse.config import PROJECT_ROOT, Config
-from lakehouse.gold import detection, jobs, maintain
+from lakehouse.gold import detection, jobs, refresh
 from lakehouse.ingest.operations import ingest
 from lakehouse.ingest.stream import (
     DERIVED_QUERY,
@@ -178,7 +178,7 @@ def _gold_content(spark, lake: Config) -> dict[str, list[tuple]]:
 
 
 def _gold_versions(spark, lake: Config) -> dict[str, int]:
-    return {t.name: maintain.current_version(spark, lake, t) for t in GOLD_TABLES}
+    return {t.name: refresh.current_version(spark, lake, t) for t in GOLD_TABLES}
 
 
 def _change_some_plans(store: PlanStore, rng: random.Random) -> None:
@@ -269,7 +269,7 @@ def test_gold_matches_the_documents_and_incremental_equals_full(
             _assert_gold_matches_documents(spark, lake, store)
             _assert_quality_is_clean(spark, lake)
         for table in GOLD_TABLES[:-1]:  # anomalies: scored, not derived from silver directly
-            assert maintain.read_watermark(spark, lake, table) is not None, table.name
+            assert refresh.read_watermark(spark, lake, table) is not None, table.name
         incremental = _gold_content(spark, lake)
         versions = _gold_versions(spark, lake)
 
@@ -304,7 +304,7 @@ def test_anomaly_model_is_tracked_registered_and_served_by_alias(
         assert jobs.run(spark, lake, "cost_analysis", jobs.JobOptions()) == 0
 
         # Scoring before any model exists fails with the way out.
-        with pytest.raises(maintain.GoldError, match="--mode train"):
+        with pytest.raises(refresh.GoldError, match="--mode train"):
             detection.refresh_plan_anomalies(spark, lake)
 
         first = detection.train(spark, lake)

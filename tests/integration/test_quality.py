@@ -26,7 +26,7 @@ from support import WebhookReceiver, env_for, prefect_test_server, write_plan_co
 
 from lakehouse import cli, io, tables
 from lakehouse.config import Config
-from lakehouse.gold.maintain import Watermark, overwrite
+from lakehouse.gold.refresh import Watermark, overwrite
 from lakehouse.quality import report, runner, suites
 from lakehouse.quality.alerts import LogNotifier, PrefectNotifier, WebhookNotifier
 from lakehouse.quality.gate import publish_if_clean

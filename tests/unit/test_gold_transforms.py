@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.gold import anomaly, costs, services
-from lakehouse.gold.maintain import Watermark, replace_rows, semi_join
+from lakehouse.gold.refresh import Watermark, replace_rows, semi_join
 from lakehouse.plans.generator import anomaly_labels, iter_plans
 from lakehouse.tables import (
     GOLD_COST_TRENDS,
