@@ -31,11 +31,11 @@ from lakehouse.gold.refresh import (
     changes,
     collect_plan_ids,
     current_version,
-    is_in,
     keys_frame,
     overwrite,
     replace_rows,
     stamped,
+    with_keys,
 )
 from lakehouse.tables import PLAN_ANOMALIES, PLAN_COSTS
 
@@ -294,8 +294,10 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
     if mark is not None:
         feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
         changed = None if feed is None else collect_plan_ids(feed, config)
+    keys = None
     if changed is not None:
-        plan_costs = plan_costs.where(is_in("plan_id", changed))
+        keys = keys_frame(spark, "plan_id", changed)
+        plan_costs = with_keys(plan_costs, keys)
         result.keys_changed = len(changed)
     serving = load_model_version(config, serving_model_version)
     features = anomaly.anomaly_features(plan_costs)
@@ -304,13 +306,12 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
         features, rule, model, gold.model_name, model_version, F.current_timestamp()
     )
     watermark = Watermark(sources, model_version)
-    if changed is None:
+    if keys is None:
         result.mode = "full"
         overwrite(rows, config, PLAN_ANOMALIES, watermark)
     else:
         target = io.delta_table(spark, config, PLAN_ANOMALIES)
         columns = PLAN_ANOMALIES.schema.fieldNames()
-        keys = keys_frame(spark, "plan_id", changed)
         with stamped(spark, watermark):
             replace_rows(target, rows, keys, ["plan_id"], columns, ignore=["scored_at"])
     result.seconds = time.monotonic() - started

@@ -23,7 +23,7 @@ from functools import reduce
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
 
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 _USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
 _WATERMARK_KEY = "lakehouse.gold.watermark"
+# Commits searched back for a watermark: only maintenance (OPTIMIZE, VACUUM's start and end)
+# commits come between two gold writes, a few per night.
+_WATERMARK_LOOKBACK = 50
 
 
 class GoldError(RuntimeError):
@@ -101,19 +104,16 @@ def current_version(spark: SparkSession, config: Config, table: Table) -> int:
 
 
 def read_watermark(spark: SparkSession, config: Config, table: Table) -> Watermark | None:
-    """The watermark of the table's latest commit that carries one (None: never refreshed)."""
+    """The watermark of the table's latest commit that carries one (None: never refreshed, or
+    its commit is older than the log keeps). Read from the log files, no Spark job."""
     if not io.table_exists(spark, config, table):
         return None
-    # Every gold write carries one; only maintenance (OPTIMIZE, VACUUM) commits come between.
-    history = (
-        io.delta_table(spark, config, table)
-        .history(50)
-        .where(F.col("userMetadata").contains(_WATERMARK_KEY))
-        .orderBy(F.col("version").desc())
-        .select("userMetadata")
-        .first()
-    )
-    return None if history is None else Watermark.from_json(history["userMetadata"])
+    latest = io.latest_version(spark, config, table)
+    for version in range(latest, max(-1, latest - _WATERMARK_LOOKBACK), -1):
+        mark = Watermark.from_json(io.commit_user_metadata(spark, config, table, version))
+        if mark is not None:
+            return mark
+    return None
 
 
 @contextmanager
@@ -205,21 +205,25 @@ def replace_rows(
 #   service catalogue, whatever the number of plans: their new content is computed from the
 #   change and the current rows, then written whole (`overwrite`), cheaper than a MERGE.
 
-# Changed plan ids of one (since, now) range of silver versions: the service tables and
-# plan_costs of one run share it instead of reading the change feed three times.
-_changed_ids_cache: dict[tuple, list[str] | None] = {}
 
+class ChangedPlans:
+    """The plan ids that changed in silver since a watermark, read once per watermark for one
+    run: the service tables of a run usually share a watermark and so one change feed read."""
 
-def _changed_plan_ids(
-    spark: SparkSession, config: Config, since: Watermark, now: dict[str, int]
-) -> list[str] | None:
-    """Plan ids that changed in silver.plans or silver.plan_services between two watermarks
-    (collected: an increment is small), or None when a change feed is gone or the change is
-    larger than gold.max_incremental_plans (the caller rebuilds, which is cheaper then)."""
-    key = (config.warehouse, tuple(sorted(since.sources.items())), tuple(sorted(now.items())))
-    if key not in _changed_ids_cache:
-        _changed_ids_cache[key] = _read_changed_plan_ids(spark, config, since, now)
-    return _changed_ids_cache[key]
+    def __init__(self, spark: SparkSession, config: Config, now: dict[str, int]) -> None:
+        self.spark = spark
+        self.config = config
+        self.now = now
+        self._read: dict[tuple[tuple[str, int], ...], list[str] | None] = {}
+
+    def since(self, mark: Watermark) -> list[str] | None:
+        """Plan ids that changed in silver.plans or silver.plan_services between `mark` and
+        `now` (collected: an increment is small), or None when a change feed is gone or more
+        than gold.max_incremental_plans changed (the caller rebuilds, cheaper then)."""
+        key = tuple(sorted(mark.sources.items()))
+        if key not in self._read:
+            self._read[key] = _read_changed_plan_ids(self.spark, self.config, mark, self.now)
+        return self._read[key]
 
 
 def _read_changed_plan_ids(
@@ -250,12 +254,18 @@ def collect_plan_ids(changed: DataFrame, config: Config) -> list[str] | None:
     return sorted(row["plan_id"] for row in ids)
 
 
-def is_in(column: str, values: Sequence[str]) -> Column:
-    return F.col(column).isin(list(values))
-
-
 def keys_frame(spark: SparkSession, column: str, values: Sequence[str]) -> DataFrame:
+    """One string column `column` holding `values`: the key list of `with_keys`."""
     return spark.createDataFrame([(v,) for v in values], f"{column} string")
+
+
+def with_keys(rows: DataFrame, keys: DataFrame, how: str = "left_semi") -> DataFrame:
+    """Rows whose value in the one column of `keys` is among its values (`how="left_anti"`:
+    is not; nulls match nothing). A broadcast join, not `Column.isin`: PySpark builds an isin
+    of the 10,000 ids of a 1%-changed million-plan lake in ~6 s (a py4j call per literal),
+    where the join costs ~1 s in all."""
+    (column,) = keys.columns
+    return rows.join(F.broadcast(keys), column, how)
 
 
 def _silver_versions(spark: SparkSession, config: Config) -> dict[str, int]:
@@ -298,22 +308,21 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
         return result
     plans = io.read_version(spark, config, PLANS, sources[PLANS.name])
     plan_services = io.read_version(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
-    changed = None if mark is None else _changed_plan_ids(spark, config, mark, sources)
+    changed = None if mark is None else ChangedPlans(spark, config, sources).since(mark)
     watermark = Watermark(sources)
     if changed is None:
         result.mode = "full"
         overwrite(costs.to_plan_costs(plans, plan_services), config, PLAN_COSTS, watermark)
     else:
         result.keys_changed = len(changed)
-        fresh = costs.to_plan_costs(
-            plans.where(is_in("plan_id", changed)), plan_services.where(is_in("plan_id", changed))
-        )
+        keys = keys_frame(spark, "plan_id", changed)
+        fresh = costs.to_plan_costs(with_keys(plans, keys), with_keys(plan_services, keys))
         target = io.delta_table(spark, config, PLAN_COSTS)
         with stamped(spark, watermark):
             replace_rows(
                 target,
                 fresh,
-                keys_frame(spark, "plan_id", changed),
+                keys,
                 ["plan_id"],
                 PLAN_COSTS.schema.fieldNames(),
             )
@@ -363,9 +372,10 @@ def refresh_service_tables(
     )
     count = services.live_plan_count(plans_now).first()
     live_plans = spark.createDataFrame([(count[0] if count else 0,)], _LIVE_PLANS_SCHEMA)
+    changed = ChangedPlans(spark, config, sources)
     results = [
-        _refresh_pair_counts(spark, config, sources, links_now, full),
-        _refresh_patterns(spark, config, sources, links_now, live_plans, full),
+        _refresh_pair_counts(spark, config, changed, links_now, full),
+        _refresh_patterns(spark, config, changed, links_now, live_plans, full),
     ]
     results.append(_refresh_pairs(spark, config, live_plans, full))
     return results
@@ -375,26 +385,31 @@ _LIVE_PLANS_SCHEMA = StructType([StructField("live_plans", LongType(), False)])
 
 
 def _links_before(
-    spark: SparkSession, config: Config, mark: Watermark, plan_ids: Sequence[str]
+    spark: SparkSession, config: Config, mark: Watermark, plan_ids: DataFrame
 ) -> DataFrame:
-    """live_links of `plan_ids` as silver held them at `mark`."""
-    in_changed = is_in("plan_id", plan_ids)
+    """live_links of the plans in `plan_ids` (a `keys_frame`) as silver held them at `mark`."""
     return services.live_links(
-        io.read_version(spark, config, PLANS, mark.sources[PLANS.name]).where(in_changed),
-        io.read_version(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]).where(
-            in_changed
+        with_keys(io.read_version(spark, config, PLANS, mark.sources[PLANS.name]), plan_ids),
+        with_keys(
+            io.read_version(spark, config, PLAN_SERVICES, mark.sources[PLAN_SERVICES.name]),
+            plan_ids,
         ),
     )
 
 
 def _refresh_pair_counts(
-    spark: SparkSession, config: Config, sources: dict[str, int], links_now: DataFrame, full: bool
+    spark: SparkSession,
+    config: Config,
+    changed_plans: ChangedPlans,
+    links_now: DataFrame,
+    full: bool,
 ) -> Refresh:
     started = time.monotonic()
+    sources = changed_plans.now
     result, mark = begin_refresh(spark, config, SERVICE_PAIR_COUNTS, sources, full)
     if result.mode == "up-to-date":
         return result
-    changed = None if mark is None else _changed_plan_ids(spark, config, mark, sources)
+    changed = None if mark is None else changed_plans.since(mark)
     watermark = Watermark(sources)
     if changed is None or mark is None:
         result.mode = "full"
@@ -402,8 +417,9 @@ def _refresh_pair_counts(
         overwrite(rows, config, SERVICE_PAIR_COUNTS, watermark)
     else:
         result.keys_changed = len(changed)
-        old = services.plan_pairs(_links_before(spark, config, mark, changed))
-        new = services.plan_pairs(links_now.where(is_in("plan_id", changed)))
+        keys = keys_frame(spark, "plan_id", changed)
+        old = services.plan_pairs(_links_before(spark, config, mark, keys))
+        new = services.plan_pairs(with_keys(links_now, keys))
         delta = services.pair_count_changes(old, new)
         current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
         overwrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
@@ -415,17 +431,18 @@ def _refresh_pair_counts(
 def _refresh_patterns(
     spark: SparkSession,
     config: Config,
-    sources: dict[str, int],
+    changed_plans: ChangedPlans,
     links_now: DataFrame,
     live_plans: DataFrame,
     full: bool,
 ) -> Refresh:
     started = time.monotonic()
+    sources = changed_plans.now
     result, mark = begin_refresh(spark, config, SERVICE_PATTERNS, sources, full)
     if result.mode == "up-to-date":
         return result
     names = io.read_table(spark, config, SERVICES)
-    changed = None if mark is None else _changed_plan_ids(spark, config, mark, sources)
+    changed = None if mark is None else changed_plans.since(mark)
     watermark = Watermark(sources)
     current = io.read_table(spark, config, SERVICE_PATTERNS)
     # Each changed plan links several services: once there are as many changed plans as
@@ -438,16 +455,20 @@ def _refresh_patterns(
         rows = services.to_service_patterns(links_now, names, live_plans)
         overwrite(rows, config, SERVICE_PATTERNS, watermark)
     else:
-        before = _links_before(spark, config, mark, changed).select("service_id")
-        after = links_now.where(is_in("plan_id", changed)).select("service_id")
+        keys = keys_frame(spark, "plan_id", changed)
+        before = _links_before(spark, config, mark, keys).select("service_id")
+        after = with_keys(links_now, keys).select("service_id")
         affected = sorted(r["service_id"] for r in before.unionByName(after).distinct().collect())
         result.keys_changed = len(affected)
+        services_affected = keys_frame(spark, "service_id", affected)
         # Medians need every link of a service: affected services are recomputed from silver.
         recomputed = services.to_service_patterns(
-            links_now.where(is_in("service_id", affected)), names, live_plans
+            with_keys(links_now, services_affected), names, live_plans
         )
         # Every share moves with the number of live plans.
-        untouched = services.with_share(current.where(~is_in("service_id", affected)), live_plans)
+        untouched = services.with_share(
+            with_keys(current, services_affected, how="left_anti"), live_plans
+        )
         overwrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
     result.seconds = time.monotonic() - started
     return result
