@@ -174,6 +174,9 @@ class GoldConfig:
     label_anomaly_rate: float = 0.02
     # A refresh with more changed plans than this rebuilds instead (cheaper by then).
     max_incremental_plans: int = 50000
+    # Each table refreshes or rebuilds, whichever its own last runs say is cheaper (false:
+    # always refresh when it can, as the tests do so that the incremental path is exercised).
+    choose_by_cost: bool = True
     # Empty: a SQLite registry and artifact folder under <state_dir>/mlflow.
     mlflow_tracking_uri: str = ""
     mlflow_experiment: str = "plan-anomalies"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -145,6 +146,52 @@ def commit_epoch(spark: SparkSession, config: Config, table: Table, version: int
 
 # What Delta raises for a path without a table, or with a `_delta_log` but no commit yet.
 _NO_TABLE_ERRORS = frozenset({"DELTA_MISSING_DELTA_TABLE", "DELTA_TABLE_NOT_FOUND"})
+
+
+def read_side_file(spark: SparkSession, config: Config, table: Table, name: str) -> str | None:
+    """The text of the small file `name` kept in the table's folder (None: there is none).
+    Names start with `_`, which Delta and VACUUM leave alone."""
+    fs, path = _side_path(spark, config, table, name)
+    if not fs.exists(path):
+        return None
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    reader = jvm.java.io.BufferedReader(jvm.java.io.InputStreamReader(fs.open(path), "UTF-8"))
+    try:
+        lines = []
+        while (line := reader.readLine()) is not None:
+            lines.append(line)
+        return "\n".join(lines)
+    finally:
+        reader.close()
+
+
+def write_side_file(
+    spark: SparkSession, config: Config, table: Table, name: str, text: str
+) -> None:
+    """Replace the small file `name` in the table's folder: written aside, then renamed into
+    place, so a reader finds the old text, the new one or, for a moment, none (Hadoop's rename
+    does not replace), never a part."""
+    fs, path = _side_path(spark, config, table, name)
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    staged = jvm.org.apache.hadoop.fs.Path(f"{path.toString()}.{uuid.uuid4().hex}.tmp")
+    stream = fs.create(staged, True)
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()
+    fs.delete(path, False)
+    fs.rename(staged, path)
+
+
+def _side_path(spark: SparkSession, config: Config, table: Table, name: str):  # type: ignore[no-untyped-def]
+    if not name.startswith("_") or "/" in name:
+        raise ValueError(f"side file names start with _ and name no folder: {name!r}")
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    path = jvm.org.apache.hadoop.fs.Path(f"{table.path(config)}/{name}")
+    return path.getFileSystem(spark._jsc.hadoopConfiguration()), path  # type: ignore[union-attr]
 
 
 def commit_user_metadata(

@@ -29,8 +29,10 @@ from lakehouse.gold.refresh import (
     Watermark,
     begin_refresh,
     changes,
+    cheaper_to_refresh,
     collect_plan_ids,
     current_version,
+    finished,
     keys_frame,
     overwrite,
     replace_rows,
@@ -294,6 +296,10 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
     if mark is not None:
         feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
         changed = None if feed is None else collect_plan_ids(feed, config)
+    if changed is not None and not cheaper_to_refresh(
+        spark, config, PLAN_ANOMALIES, result, len(changed)
+    ):
+        changed = None
     keys = None
     if changed is not None:
         keys = keys_frame(spark, "plan_id", changed)
@@ -314,5 +320,4 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
         columns = PLAN_ANOMALIES.schema.fieldNames()
         with stamped(spark, watermark):
             replace_rows(target, rows, keys, ["plan_id"], columns, ignore=["scored_at"])
-    result.seconds = time.monotonic() - started
-    return result
+    return finished(spark, config, PLAN_ANOMALIES, result, started)

@@ -84,11 +84,71 @@ class Refresh:
     keys_changed: int | None = None
     seconds: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)
+    # Why the run refreshed or rebuilt, when the cost estimate chose (RefreshCosts.choose).
+    choice: str = ""
 
     def render(self) -> str:
         changed = "" if self.keys_changed is None else f", {self.keys_changed} keys changed"
         versions = ", ".join(f"{name} v{v}" for name, v in sorted(self.sources.items()))
-        return f"{self.table}: {self.mode}{changed} in {self.seconds:.1f}s (from {versions})"
+        why = f"; {self.choice}" if self.choice else ""
+        return f"{self.table}: {self.mode}{changed} in {self.seconds:.1f}s (from {versions}){why}"
+
+
+_COSTS_FILE = "_refresh_costs.json"
+
+
+@dataclass(frozen=True)
+class RefreshCosts:
+    """What a gold table's own last rebuild and last two refreshes took: the estimate that
+    chooses between them. A refresh is mostly fixed cost at the sizes measured (1,000 or
+    20 changed plans: 4.6 s against 4.1 s at 100k plans), so one measurement is taken as
+    is; two with different key counts are extrapolated along their line."""
+
+    full_s: float | None = None
+    # (keys changed, seconds) of the latest refreshes, newest last.
+    refreshes: tuple[tuple[int, float], ...] = ()
+
+    def estimate(self, keys: int) -> float | None:
+        """Seconds a refresh of `keys` changed keys should take (None: never measured)."""
+        if not self.refreshes:
+            return None
+        (k1, s1), (k2, s2) = self.refreshes[0], self.refreshes[-1]
+        if k1 == k2:
+            return s2
+        slope = max(0.0, (s2 - s1) / (k2 - k1))
+        return max(min(s1, s2), s2 + slope * (keys - k2))
+
+    def choose(self, keys: int) -> tuple[bool, str]:
+        """(refresh?, the reason in words): refresh unless the estimate says rebuilding is
+        cheaper; a table with no measured refresh or rebuild refreshes, to measure it."""
+        estimate = self.estimate(keys)
+        if estimate is None or self.full_s is None:
+            return True, "refreshed: no measured refresh and rebuild to compare yet"
+        if estimate <= self.full_s:
+            return True, f"refreshed: estimate {estimate:.1f}s <= rebuild {self.full_s:.1f}s"
+        return False, f"rebuilt: refresh estimate {estimate:.1f}s > rebuild {self.full_s:.1f}s"
+
+    def after(self, result: Refresh) -> RefreshCosts:
+        """These costs with `result`'s run taken in."""
+        if result.mode == "full":
+            return RefreshCosts(result.seconds, self.refreshes)
+        if result.mode == "incremental" and result.keys_changed is not None:
+            run = (result.keys_changed, round(result.seconds, 3))
+            return RefreshCosts(self.full_s, (*self.refreshes, run)[-2:])
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps({"full_s": self.full_s, "refreshes": self.refreshes})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RefreshCosts:
+        try:
+            body = json.loads(text or "")
+            full = body["full_s"]
+            runs = tuple((int(k), float(s)) for k, s in body["refreshes"])
+            return cls(None if full is None else float(full), runs)
+        except (ValueError, KeyError, TypeError):
+            return cls()
 
 
 # ------------------------------------------------------------------------------- Delta helpers
@@ -299,6 +359,29 @@ def begin_refresh(
     )
 
 
+def cheaper_to_refresh(
+    spark: SparkSession, config: Config, table: Table, result: Refresh, keys: int
+) -> bool:
+    """Whether applying `keys` changed keys beats a rebuild, by the table's own last runs
+    (always true with gold.choose_by_cost off); the reason goes on `result` and the log."""
+    if not config.gold.choose_by_cost:
+        return True
+    costs = RefreshCosts.from_json(io.read_side_file(spark, config, table, _COSTS_FILE))
+    refresh, result.choice = costs.choose(keys)
+    log.info("%s: %s", table.name, result.choice)
+    return refresh
+
+
+def finished(
+    spark: SparkSession, config: Config, table: Table, result: Refresh, started: float
+) -> Refresh:
+    """`result` with its time, which is also kept for the table's next choice."""
+    result.seconds = time.monotonic() - started
+    costs = RefreshCosts.from_json(io.read_side_file(spark, config, table, _COSTS_FILE))
+    io.write_side_file(spark, config, table, _COSTS_FILE, costs.after(result).to_json())
+    return result
+
+
 def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) -> Refresh:
     """gold.plan_costs from silver.plans + silver.plan_services: recompute changed plans."""
     started = time.monotonic()
@@ -309,6 +392,10 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
     plans = io.read_version(spark, config, PLANS, sources[PLANS.name])
     plan_services = io.read_version(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
     changed = None if mark is None else ChangedPlans(spark, config, sources).since(mark)
+    if changed is not None and not cheaper_to_refresh(
+        spark, config, PLAN_COSTS, result, len(changed)
+    ):
+        changed = None
     watermark = Watermark(sources)
     if changed is None:
         result.mode = "full"
@@ -319,15 +406,8 @@ def refresh_plan_costs(spark: SparkSession, config: Config, full: bool = False) 
         fresh = costs.to_plan_costs(with_keys(plans, keys), with_keys(plan_services, keys))
         target = io.delta_table(spark, config, PLAN_COSTS)
         with stamped(spark, watermark):
-            replace_rows(
-                target,
-                fresh,
-                keys,
-                ["plan_id"],
-                PLAN_COSTS.schema.fieldNames(),
-            )
-    result.seconds = time.monotonic() - started
-    return result
+            replace_rows(target, fresh, keys, ["plan_id"], PLAN_COSTS.schema.fieldNames())
+    return finished(spark, config, PLAN_COSTS, result, started)
 
 
 def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False) -> Refresh:
@@ -341,15 +421,19 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         return result
     plan_costs = io.read_version(spark, config, PLAN_COSTS, version)
     watermark = Watermark(sources)
-    feed = None
+    groups = None
     if mark is not None:
         feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
-    if feed is None:
+        if feed is not None:
+            groups = costs.trend_groups(feed).persist()
+            result.keys_changed = groups.count()
+            if not cheaper_to_refresh(spark, config, COST_TRENDS, result, result.keys_changed):
+                groups.unpersist()
+                groups, result.keys_changed = None, None
+    if groups is None:
         result.mode = "full"
         overwrite(costs.to_cost_trends(plan_costs), config, COST_TRENDS, watermark)
     else:
-        groups = costs.trend_groups(feed).persist()
-        result.keys_changed = groups.count()
         rewrite_keys, needed = costs.trend_scope(groups)
         subset = semi_join(plan_costs, needed, costs.TREND_KEYS)
         fresh = semi_join(costs.to_cost_trends(subset), rewrite_keys, costs.TREND_KEYS)
@@ -357,8 +441,7 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         kept = semi_join(current, rewrite_keys, costs.TREND_KEYS, how="left_anti")
         overwrite(kept.unionByName(fresh), config, COST_TRENDS, watermark)
         groups.unpersist()
-    result.seconds = time.monotonic() - started
-    return result
+    return finished(spark, config, COST_TRENDS, result, started)
 
 
 def refresh_service_tables(
@@ -410,6 +493,10 @@ def _refresh_pair_counts(
     if result.mode == "up-to-date":
         return result
     changed = None if mark is None else changed_plans.since(mark)
+    if changed is not None and not cheaper_to_refresh(
+        spark, config, SERVICE_PAIR_COUNTS, result, len(changed)
+    ):
+        changed = None
     watermark = Watermark(sources)
     if changed is None or mark is None:
         result.mode = "full"
@@ -424,8 +511,7 @@ def _refresh_pair_counts(
         current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
         overwrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
                 watermark)  # fmt: skip
-    result.seconds = time.monotonic() - started
-    return result
+    return finished(spark, config, SERVICE_PAIR_COUNTS, result, started)
 
 
 def _refresh_patterns(
@@ -450,6 +536,10 @@ def _refresh_patterns(
     # recomputing them all (measured: 53 s against 34 s at 1M plans, 1% changed).
     if changed is not None and len(changed) >= current.count():
         changed = None
+    if changed is not None and not cheaper_to_refresh(
+        spark, config, SERVICE_PATTERNS, result, len(changed)
+    ):
+        changed = None
     if changed is None or mark is None:
         result.mode = "full"
         rows = services.to_service_patterns(links_now, names, live_plans)
@@ -459,7 +549,7 @@ def _refresh_patterns(
         before = _links_before(spark, config, mark, keys).select("service_id")
         after = with_keys(links_now, keys).select("service_id")
         affected = sorted(r["service_id"] for r in before.unionByName(after).distinct().collect())
-        result.keys_changed = len(affected)
+        result.keys_changed = len(changed)  # plans: what the cost estimate scales with
         services_affected = keys_frame(spark, "service_id", affected)
         # Medians need every link of a service: affected services are recomputed from silver.
         recomputed = services.to_service_patterns(
@@ -470,8 +560,7 @@ def _refresh_patterns(
             with_keys(current, services_affected, how="left_anti"), live_plans
         )
         overwrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
-    result.seconds = time.monotonic() - started
-    return result
+    return finished(spark, config, SERVICE_PATTERNS, result, started)
 
 
 def _refresh_pairs(
