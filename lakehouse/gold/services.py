@@ -30,19 +30,40 @@ def live_plan_count(plans: DataFrame) -> DataFrame:
 def to_service_patterns(links: DataFrame, services: DataFrame, live_plans: DataFrame) -> DataFrame:
     """`live_links` rows + silver.services + `live_plan_count` -> gold.service_patterns: per
     service its plans, links, share of live plans and copay / deductible statistics. The name
-    comes from silver.services (the latest seen), else from the links."""
-    stats = links.groupBy("service_id").agg(
-        F.countDistinct("plan_id").alias("plans_using"),
-        F.count("*").alias("links"),
-        F.round(F.avg("copay"), _DECIMALS).alias("copay_mean"),
-        F.round(F.expr("percentile(copay, 0.5)"), _DECIMALS).alias("copay_median"),
-        F.round(F.expr("percentile(copay, 0.9)"), _DECIMALS).alias("copay_p90"),
-        F.round(F.avg("deductible"), _DECIMALS).alias("deductible_mean"),
+    comes from silver.services (the latest seen), else from the links.
+
+    The links are first counted per (service, copay): copays are few distinct amounts, and exact
+    percentiles over those counts (`percentile`'s frequency argument) equal percentiles over the
+    links, without shipping every link's copay through the percentile's aggregation buffer."""
+    by_copay = links.groupBy("service_id", "copay").agg(
+        F.count("*").alias("_links"),
+        F.sum("deductible").alias("_deductible_sum"),
+        F.count("deductible").alias("_deductible_n"),
         F.max("service_name").alias("_link_name"),
+    )
+    priced = F.when(F.col("copay").isNotNull(), F.col("_links"))
+    stats = by_copay.groupBy("service_id").agg(
+        F.sum("_links").alias("links"),
+        F.round(F.sum(F.col("copay") * F.col("_links")) / F.sum(priced), _DECIMALS).alias(
+            "copay_mean"
+        ),
+        F.round(F.expr("percentile(copay, 0.5, _links)"), _DECIMALS).alias("copay_median"),
+        F.round(F.expr("percentile(copay, 0.9, _links)"), _DECIMALS).alias("copay_p90"),
+        F.round(F.sum("_deductible_sum") / F.sum("_deductible_n"), _DECIMALS).alias(
+            "deductible_mean"
+        ),
+        F.max("_link_name").alias("_link_name"),
+    )
+    plans_using = (
+        links.select("service_id", "plan_id")
+        .distinct()
+        .groupBy("service_id")
+        .agg(F.count("*").alias("plans_using"))
     )
     names = services.select("service_id", F.col("service_name").alias("_name"))
     return (
-        stats.join(names, "service_id", "left")
+        stats.join(plans_using, "service_id")
+        .join(names, "service_id", "left")
         .crossJoin(live_plans)
         .select(
             "*",

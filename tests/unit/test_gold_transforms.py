@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from lakehouse.gold import anomaly, costs, services
-from lakehouse.gold.refresh import Watermark, replace_rows, semi_join
+from lakehouse.gold.refresh import Refresh, RefreshCosts, Watermark, replace_rows, semi_join
 from lakehouse.plans.generator import anomaly_labels, iter_plans
 from lakehouse.tables import (
     GOLD_COST_TRENDS,
@@ -340,6 +340,74 @@ def test_service_patterns_over_live_plans(spark: SparkSession) -> None:
         GOLD_SERVICE_PATTERNS,
     )
     assert_frames_equal(services.to_service_patterns(links, names, live), expected)
+
+
+def test_service_patterns_count_repeated_and_missing_copays_like_single_links(
+    spark: SparkSession,
+) -> None:
+    """Statistics come from links counted per (service, copay): repeated amounts weigh as
+    often as they occur, a link without a copay counts as a link but not in the copay
+    statistics, a link without a deductible not in its mean, and a plan linking a service
+    twice uses it once."""
+    plans = _frame(spark, [_plan("p1"), _plan("p2"), _plan("p3")], SILVER_PLANS)
+    links = _frame(
+        spark,
+        [
+            _link("p1", "ps1", "s-a", 10.0, deductible=50.0),
+            _link("p1", "ps2", "s-a", 10.0, deductible=None),  # the same service again
+            _link("p2", "ps3", "s-a", 10.0, deductible=150.0),
+            _link("p2", "ps4", "s-a", 40.0, deductible=None),
+            _link("p3", "ps5", "s-a", None, deductible=100.0),  # no copay
+            _link("p3", "ps6", "s-c", None, deductible=None),  # nothing priced at all
+        ],
+        SILVER_PLAN_SERVICES,
+    )
+    names = _frame(spark, [], SILVER_SERVICES)
+    live = services.live_plan_count(plans)
+    expected = _frame(
+        spark,
+        [
+            # copays 10, 10, 10, 40: mean 17.5, median 10, p90 = 10 + 0.7 * 30 = 31;
+            # deductibles 50, 150, 100: mean 100
+            ("s-a", "name of s-a", 3, 5, 1.0, 17.5, 10.0, 31.0, 100.0),
+            ("s-c", "name of s-c", 1, 1, 0.3333, None, None, None, None),
+        ],
+        GOLD_SERVICE_PATTERNS,
+    )
+    result = services.to_service_patterns(services.live_links(plans, links), names, live)
+    assert_frames_equal(result, expected)
+
+
+def test_refresh_costs_choose_the_cheaper_path_from_measured_runs() -> None:
+    unmeasured = RefreshCosts()
+    assert unmeasured.choose(100) == (
+        True,
+        "refreshed: no measured refresh and rebuild to compare yet",
+    )
+    one = RefreshCosts(full_s=4.0, refreshes=((20, 3.0),))
+    assert one.estimate(1000) == 3.0  # a single refresh is taken as fixed cost
+    assert one.choose(1000) == (True, "refreshed: estimate 3.0s <= rebuild 4.0s")
+    # two refreshes: 1.0 s more per 1,000 keys, extrapolated (never below the cheaper one)
+    two = RefreshCosts(full_s=4.0, refreshes=((1000, 3.0), (2000, 4.0)))
+    assert two.estimate(3000) == pytest.approx(5.0)
+    assert two.estimate(10) == 3.0
+    assert two.choose(3000) == (False, "rebuilt: refresh estimate 5.0s > rebuild 4.0s")
+
+
+def test_refresh_costs_take_in_each_run_and_survive_a_round_trip() -> None:
+    costs = RefreshCosts()
+    for mode, keys, seconds in [
+        ("full", None, 9.0),
+        ("incremental", 10, 2.0),
+        ("up-to-date", 0, 0.1),  # did nothing: measures nothing
+        ("incremental", 30, 3.0),
+        ("incremental", 50, 4.0),
+    ]:
+        costs = costs.after(Refresh("gold.t", mode, keys, seconds))
+    assert costs == RefreshCosts(full_s=9.0, refreshes=((30, 3.0), (50, 4.0)))
+    assert RefreshCosts.from_json(costs.to_json()) == costs
+    assert RefreshCosts.from_json("") == RefreshCosts()
+    assert RefreshCosts.from_json('{"full_s": "x"}') == RefreshCosts()
 
 
 def test_with_share_follows_the_live_plan_count(spark: SparkSession) -> None:
