@@ -92,7 +92,8 @@ def isolated(config: Config, root: Path) -> Config:
         config,
         warehouse=str(root / "warehouse"),
         checkpoints="",
-        gold=dataclasses.replace(config.gold, mlflow_tracking_uri=uri),
+        # the incremental side measures the refresh path itself, not what the estimate picks
+        gold=dataclasses.replace(config.gold, mlflow_tracking_uri=uri, choose_by_cost=False),
     )
 
 
