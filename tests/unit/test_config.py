@@ -122,6 +122,8 @@ REPO_EXPECTED = {
         kafka=replace(REPO_BASE.kafka, delivery_timeout_s=10.0),
         ingest=replace(REPO_BASE.ingest, derived_trigger_interval_s=2.0),
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
+        # the tests compare the refresh path with the rebuild, so neither may pick the other
+        gold=replace(REPO_BASE.gold, choose_by_cost=False),
     ),
     "prod": replace(
         REPO_BASE,
