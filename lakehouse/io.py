@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from pyspark.sql import functions as F
 
 from lakehouse.config import Config
 from lakehouse.tables import Table
+
+log = logging.getLogger(__name__)
 
 
 def ensure_table(spark: SparkSession, config: Config, table: Table) -> DeltaTable:
@@ -50,14 +53,19 @@ def latest_version(spark: SparkSession, config: Config, table: Table) -> int:
     snapshot update DeltaTable.forPath also makes (the log listed from its last checkpoint),
     without the Spark job `history(1)` runs (~150 ms on 2 cores, paid per table by each step
     that pins versions: quality, the mirror, gold's watermarks, the silver batch)."""
+    version = int(_updated_snapshot(spark, config, table).version())
+    assert version >= 0, f"{table.name} has no commits"
+    return version
+
+
+def _updated_snapshot(spark: SparkSession, config: Config, table: Table):  # type: ignore[no-untyped-def]
+    """The table's latest snapshot (a py4j handle), its log listed from the last checkpoint."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table.path(config))
     # update(stalenessAcceptable, checkIfUpdatedSinceTs, catalogTableOpt): Scala defaults
     defaults = [getattr(log, f"update$default${n}")() for n in (1, 2, 3)]
-    version = int(log.update(*defaults).version())
-    assert version >= 0, f"{table.name} has no commits"
-    return version
+    return log.update(*defaults)
 
 
 def has_file_modified_before(
@@ -132,6 +140,15 @@ def table_id(spark: SparkSession, config: Config, table: Table) -> str:
     return str(delta_table(spark, config, table).detail().select("id").first()["id"])
 
 
+def snapshot_identity(spark: SparkSession, config: Config, table: Table) -> tuple[str, int]:
+    """(table id, latest version) from one update of the transaction log on the driver: what
+    `table_id` and `latest_version` answer, without `detail()`'s Spark job."""
+    snapshot = _updated_snapshot(spark, config, table)
+    version = int(snapshot.version())
+    assert version >= 0, f"{table.name} has no commits"
+    return str(snapshot.metadata().id()), version
+
+
 def commit_epoch(spark: SparkSession, config: Config, table: Table, version: int) -> float | None:
     """When `version` of the table was committed (epoch seconds); None once the log is gone."""
     row = (
@@ -194,12 +211,11 @@ def _side_path(spark: SparkSession, config: Config, table: Table, name: str):  #
     return path.getFileSystem(spark._jsc.hadoopConfiguration()), path  # type: ignore[union-attr]
 
 
-def commit_user_metadata(
-    spark: SparkSession, config: Config, table: Table, version: int
-) -> str | None:
-    """The userMetadata of the table's commit `version`, read from its log file on the driver
-    (None: no such commit file, or no metadata). `DeltaTable.history()` answers the same but
-    runs two Spark jobs (~300 ms on 2 cores) per call; gold asks once per table per run."""
+def commit_info(spark: SparkSession, config: Config, table: Table, version: int) -> dict | None:
+    """The commitInfo action of the table's commit `version` (operation, operationParameters,
+    userMetadata, ...), read from its log file on the driver; None when that commit file is
+    gone or holds none. `DeltaTable.history()` answers the same but runs two Spark jobs
+    (~300 ms on 2 cores) per call."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
     path = jvm.org.apache.hadoop.fs.Path(f"{table.path(config)}/_delta_log/{version:020d}.json")
@@ -212,11 +228,41 @@ def commit_user_metadata(
         while (line := reader.readLine()) is not None:
             action = json.loads(line)
             if "commitInfo" in action:
-                metadata = action["commitInfo"].get("userMetadata")
-                return metadata if isinstance(metadata, str) else None
+                info = action["commitInfo"]
+                return info if isinstance(info, dict) else None
     finally:
         reader.close()
     return None
+
+
+def commit_user_metadata(
+    spark: SparkSession, config: Config, table: Table, version: int
+) -> str | None:
+    """The userMetadata of the table's commit `version` (None: no such commit file, or no
+    metadata); gold reads its watermarks this way, once per table per run."""
+    info = commit_info(spark, config, table, version)
+    metadata = None if info is None else info.get("userMetadata")
+    return metadata if isinstance(metadata, str) else None
+
+
+def read_changes(
+    spark: SparkSession, config: Config, table: Table, after: int, upto: int
+) -> DataFrame | None:
+    """Change Data Feed rows of versions after..upto (both images of an update), or None when
+    the feed for that range is no longer available."""
+    try:
+        feed = (
+            spark.read.format("delta")
+            .option("readChangeFeed", "true")
+            .option("startingVersion", after + 1)
+            .option("endingVersion", upto)
+            .load(table.path(config))
+        )
+        feed.schema  # noqa: B018 - resolving the plan is what fails on a vacuumed range
+        return feed
+    except AnalysisException as exc:
+        log.warning("change feed of %s v%d..v%d unavailable: %s", table.name, after, upto, exc)
+        return None
 
 
 def table_exists(spark: SparkSession, config: Config, table: Table) -> bool:

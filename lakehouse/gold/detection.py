@@ -28,7 +28,6 @@ from lakehouse.gold.refresh import (
     Refresh,
     Watermark,
     begin_refresh,
-    changes,
     cheaper_to_refresh,
     collect_plan_ids,
     current_version,
@@ -294,7 +293,7 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
     plan_costs = io.read_version(spark, config, PLAN_COSTS, version)
     changed = None
     if mark is not None:
-        feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
+        feed = io.read_changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
         changed = None if feed is None else collect_plan_ids(feed, config)
     if changed is not None and not cheaper_to_refresh(
         spark, config, PLAN_ANOMALIES, result, len(changed)

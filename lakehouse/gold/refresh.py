@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from functools import reduce
 
 from delta.tables import DeltaTable
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StructField, StructType
@@ -186,26 +185,6 @@ def stamped(spark: SparkSession, watermark: Watermark) -> Iterator[None]:
         spark.conf.unset(_USER_METADATA)
 
 
-def changes(
-    spark: SparkSession, config: Config, table: Table, after: int, upto: int
-) -> DataFrame | None:
-    """Change Data Feed rows of versions after..upto (both images of an update), or None when
-    the feed for that range is no longer available."""
-    try:
-        feed = (
-            spark.read.format("delta")
-            .option("readChangeFeed", "true")
-            .option("startingVersion", after + 1)
-            .option("endingVersion", upto)
-            .load(table.path(config))
-        )
-        feed.schema  # noqa: B018 - resolving the plan is what fails on a vacuumed range
-        return feed
-    except AnalysisException as exc:
-        log.warning("change feed of %s v%d..v%d unavailable: %s", table.name, after, upto, exc)
-        return None
-
-
 def overwrite(rows: DataFrame, config: Config, table: Table, watermark: Watermark) -> None:
     """Replace the table whole, stamped with `watermark`. Small aggregate tables are written
     this way even when refreshed: their new rows may read the current ones."""
@@ -294,7 +273,7 @@ def _read_changed_plan_ids(
         after, upto = since.sources[table.name], now[table.name]
         if after == upto:
             continue
-        feed = changes(spark, config, table, after, upto)
+        feed = io.read_changes(spark, config, table, after, upto)
         if feed is None:
             return None
         feeds.append(feed.select("plan_id"))
@@ -423,7 +402,7 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
     watermark = Watermark(sources)
     groups = None
     if mark is not None:
-        feed = changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
+        feed = io.read_changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
         if feed is not None:
             groups = costs.trend_groups(feed).persist()
             result.keys_changed = groups.count()

@@ -1,25 +1,37 @@
 """Mirroring gold (and the quality results) into PostgreSQL schema `gold` (`serving.schema`)
 for dashboards.
 
-Each table is published atomically. In one transaction: create a staging table with explicitly
-mapped column types, COPY the pinned Delta version into it, build its indexes, drop the old
-table, rename the staging table into its place, grant the BI role read access and record the
-Delta version. Readers see the old complete table until the commit and the new one after it.
-Publishing a Delta version that is already mirrored does nothing; a PostgreSQL that cannot be
-reached is retried with backoff.
+Each table is published atomically, in one of two ways (`choose_publish` says which, and why):
+
+- **changes**: for a table gold changes a few rows at a time (`ROW_KEYS`: MERGE by key,
+  appends), when everything since the mirrored Delta version is such a change. The keys in the
+  change feed since that version are copied to a temporary table; in one transaction on the
+  live table their rows are deleted, their current rows COPYed in and the version recorded.
+- **full**: a staged swap, for the first publish, a rebuild (an overwrite), a re-created table,
+  a schema change, a change feed no longer available, or more than `MAX_CHANGED_SHARE` of the
+  keys changed. In one transaction: create a staging table with explicitly mapped column
+  types, COPY the pinned Delta version into it, build its indexes, drop the old table, rename
+  the staging table into its place, grant the BI role read access and record the version.
+
+Either way readers see the old complete table until the commit and the new one after it.
+Publishing a Delta version that is already mirrored does nothing; publishers of one table
+take turns (a transaction-level advisory lock); a PostgreSQL that cannot be reached is retried
+with backoff.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
 import operator
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -65,7 +77,30 @@ INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     QUALITY_RESULTS_TABLE.name: (("table_name", "run_at"), ("run_id",)),
 }
 
-# Spark type -> PostgreSQL type. Anything else is refused, never guessed.
+# Mirrored tables gold changes a few rows at a time (per-plan MERGEs by key, appended quality
+# runs), by the columns that identify a row group: a publish after such commits replaces only
+# the rows of the keys in the change feed. The aggregate tables are rewritten whole by each
+# refresh (small, bounded by the catalogue) and always swapped whole. The key columns are
+# non-null text (tests/unit/test_mirror.py), so the live table's DELETE can use its index.
+ROW_KEYS: dict[str, tuple[str, ...]] = {
+    PLAN_COSTS.name: ("plan_id",),
+    PLAN_ANOMALIES.name: ("plan_id",),
+    QUALITY_RESULTS_TABLE.name: ("run_id",),
+}
+
+# Delta operations whose change feed is exactly what changed; anything else since the
+# mirrored version (an overwrite, a replace, a restore, a schema or property change) makes the
+# next publish a full swap. WRITE and STREAMING UPDATE count only when they append.
+_ROW_CHANGES = frozenset({"MERGE", "DELETE", "UPDATE"})
+_APPENDS = frozenset({"WRITE", "STREAMING UPDATE"})
+_NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
+
+# Beyond this share of the mirrored rows' keys changed, the staged swap is cheaper than deleting
+# and re-inserting them in the live indexed table, and it leaves no dead tuples behind.
+MAX_CHANGED_SHARE = 0.5
+
+# Spark type -> PostgreSQL type (as format_type() spells it, so that a mirrored table's columns
+# compare with the Delta schema). Anything else is refused, never guessed.
 _PG_TYPES: dict[type[DataType], str] = {
     StringType: "text",
     LongType: "bigint",
@@ -73,7 +108,7 @@ _PG_TYPES: dict[type[DataType], str] = {
     DoubleType: "double precision",
     BooleanType: "boolean",
     DateType: "date",
-    TimestampType: "timestamptz",
+    TimestampType: "timestamp with time zone",
 }
 
 T = TypeVar("T")
@@ -87,18 +122,49 @@ class PostgresUnreachable(MirrorError):
     """PostgreSQL could not be reached within the retries."""
 
 
+class PublishMode(StrEnum):
+    UNCHANGED = "unchanged"  # that Delta version is mirrored already: nothing written
+    CHANGES = "changes"  # the changed keys' rows replaced in the live table
+    FULL = "full"  # the whole version loaded into a staging table and swapped in
+
+
+@dataclass(frozen=True)
+class MirrorState:
+    """What `_mirror_state` records of a table's last publish."""
+
+    table_id: str | None
+    version: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class PublishChoice:
+    mode: PublishMode
+    reason: str
+    # CHANGES: the mirrored version; the change feed is read from the next one on
+    after: int | None = None
+
+
 @dataclass(frozen=True)
 class Published:
     table: str
     target: str
     delta_version: int
+    # rows COPYed: the whole table (full), or the changed keys' current rows (changes)
     rows: int
     seconds: float
-    # False: that Delta version was mirrored already, nothing was written
-    written: bool
+    mode: PublishMode
+    reason: str
     # rows PostgreSQL cannot store (a NUL character in a text value): left out of the mirror,
     # still in the Delta table
     left_out: int = 0
+    # changes: keys in the change feed, and the mirrored rows deleted for them
+    keys: int = 0
+    deleted: int = 0
+
+    @property
+    def written(self) -> bool:
+        return self.mode is not PublishMode.UNCHANGED
 
     def render(self) -> str:
         if not self.written:
@@ -110,10 +176,66 @@ class Published:
             if self.left_out
             else ""
         )
-        return (
-            f"{self.target}: {self.rows:,} rows from {self.table} v{self.delta_version} "
-            f"in {self.seconds:.1f}s ({rate:,.0f} rows/s){left_out}"
+        what = (
+            f"{self.keys:,} changed keys: {self.deleted:,} rows deleted, {self.rows:,} written"
+            if self.mode is PublishMode.CHANGES
+            else f"{self.rows:,} rows"
         )
+        return (
+            f"{self.target}: {what} from {self.table} v{self.delta_version} "
+            f"in {self.seconds:.1f}s ({rate:,.0f} rows/s; {self.mode}: {self.reason}){left_out}"
+        )
+
+
+def _operation(info: dict[str, Any]) -> str:
+    """WRITE (Overwrite), MERGE, ...: the commit's operation as history() shows it."""
+    parameters = info.get("operationParameters") or {}
+    mode = parameters.get("mode") or parameters.get("outputMode")
+    return f"{info.get('operation')}" + (f" ({mode})" if mode else "")
+
+
+def _is_row_change(info: dict[str, Any]) -> bool:
+    operation = info.get("operation")
+    if operation in _ROW_CHANGES or operation in _NO_DATA_CHANGE:
+        return True
+    parameters = info.get("operationParameters") or {}
+    mode = parameters.get("mode") or parameters.get("outputMode")
+    return operation in _APPENDS and mode == "Append"
+
+
+def choose_publish(
+    table_name: str,
+    mirrored: MirrorState | None,
+    table_id: str,
+    version: int,
+    columns_match: bool,
+    commits: Sequence[tuple[int, dict[str, Any] | None]],
+) -> PublishChoice:
+    """How to publish `version` of the table (see the module doc). `commits`: the commitInfo of
+    each version after the mirrored one up to `version` (None where the log no longer holds
+    it); `columns_match`: the mirrored table's columns are the Delta schema's."""
+    if mirrored is not None and (mirrored.table_id, mirrored.version) == (table_id, version):
+        return PublishChoice(PublishMode.UNCHANGED, "that version is mirrored")
+    if table_name not in ROW_KEYS:
+        return PublishChoice(PublishMode.FULL, "the table is rewritten whole by each refresh")
+    if mirrored is None:
+        return PublishChoice(PublishMode.FULL, "first publish")
+    if mirrored.table_id != table_id:
+        return PublishChoice(PublishMode.FULL, "the Delta table was re-created")
+    if mirrored.version > version:
+        return PublishChoice(PublishMode.FULL, f"the mirror is at v{mirrored.version}, ahead")
+    if not columns_match:
+        return PublishChoice(PublishMode.FULL, "the mirrored columns differ from the schema")
+    for number, info in commits:
+        if info is None:
+            return PublishChoice(PublishMode.FULL, f"commit v{number} is no longer in the log")
+        if not _is_row_change(info):
+            return PublishChoice(PublishMode.FULL, f"v{number} is a {_operation(info)}")
+    return PublishChoice(
+        PublishMode.CHANGES,
+        f"v{mirrored.version + 1}..v{version} change rows by key",
+        after=mirrored.version,
+    )
 
 
 def target_name(table: Table) -> str:
@@ -274,9 +396,8 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
     """Mirror the table's latest Delta version into gold.<target> (see the module doc)."""
     if not io.table_exists(spark, config, table):
         raise MirrorError(f"{table.name} does not exist yet: run the gold jobs first")
-    version = io.latest_version(spark, config, table)
     # a table re-created (or another warehouse) restarts its version numbers: the id tells
-    table_id = io.table_id(spark, config, table)
+    table_id, version = io.snapshot_identity(spark, config, table)
     target = target_name(table)
     serving = config.serving
     qualified = f"{serving.schema}.{target}"
@@ -287,14 +408,48 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
         conn = clients.pg_connect(config, connect_timeout=5)
         try:
             with conn, conn.cursor() as cur:
-                mirrored = _mirrored_version(cur, serving.schema, table.name)
-                if mirrored == (table_id, version) and _exists(cur, qualified):
-                    return Published(table.name, qualified, version, 0, 0.0, False)
-                rows, left_out = _load_and_swap(
-                    spark, config, cur, table, target, table_id, version
+                _prepare(cur, serving.schema, table)
+                mirrored = _mirrored_state(cur, serving.schema, table.name)
+                exists = _exists(cur, qualified)
+                commits = []
+                if mirrored is not None and table.name in ROW_KEYS:
+                    commits = [
+                        (v, io.commit_info(spark, config, table, v))
+                        for v in range(mirrored.version + 1, version + 1)
+                    ]
+                choice = choose_publish(
+                    table.name,
+                    mirrored if exists else None,
+                    table_id,
+                    version,
+                    exists and _columns(cur, qualified) == expected_columns(table.schema),
+                    commits,
                 )
-            seconds = time.monotonic() - started
-            return Published(table.name, qualified, version, rows, seconds, True, left_out)
+                if choice.mode is PublishMode.UNCHANGED:
+                    return Published(
+                        table.name, qualified, version, 0, 0.0, choice.mode, choice.reason
+                    )
+                changed = None
+                if choice.mode is PublishMode.CHANGES:
+                    assert mirrored is not None
+                    changed, why_not = _changed_keys(spark, config, table, mirrored, version)
+                    if changed is None:
+                        choice = PublishChoice(PublishMode.FULL, why_not)
+                if changed is not None:
+                    assert mirrored is not None
+                    keys, deleted, rows, left_out = _apply_changes(
+                        spark, config, cur, table, table_id, version, mirrored, changed
+                    )
+                else:
+                    keys = deleted = 0
+                    rows, left_out = _load_and_swap(
+                        spark, config, cur, table, target, table_id, version
+                    )
+                result = Published(
+                    table.name, qualified, version, rows, 0.0, choice.mode, choice.reason,
+                    left_out, keys, deleted,
+                )  # fmt: skip
+            return dataclasses.replace(result, seconds=time.monotonic() - started)
         finally:
             conn.close()
 
@@ -340,26 +495,15 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
     schema = sql.Identifier(config.serving.schema)
     staging = sql.Identifier(f"_staging_{target}")
     final = sql.Identifier(target)
-    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-    cur.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.{} (table_name text PRIMARY KEY, delta_table_id "
-            "text, delta_version bigint NOT NULL, rows bigint NOT NULL, "
-            "published_at timestamptz NOT NULL)"
-        ).format(schema, sql.Identifier(STATE_TABLE))
-    )
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}.{}").format(schema, staging))
     qualified = sql.SQL("{}.{}").format(schema, staging).as_string(cur)
     cur.execute(create_table_sql(qualified, table.schema))
 
-    frame = as_csv_records(io.read_version(spark, config, table, version))
-    reader = _LineReader((row[0], row[1]) for row in frame.toLocalIterator(True))
-    columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in table.schema.fields)
-    cur.copy_expert(
-        sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv)")
-        .format(schema, staging, columns)
-        .as_string(cur),
-        reader,
+    reader = _copy_rows(
+        cur,
+        sql.SQL("{}.{}").format(schema, staging),
+        table,
+        io.read_version(spark, config, table, version),
     )
     token = uuid.uuid4().hex[:8]
     for index_columns in INDEXES.get(table.name, ()):
@@ -378,31 +522,158 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
             schema, final, sql.Identifier(config.serving.bi_role)
         )
     )
+    _record(cur, config.serving.schema, table, MirrorState(table_id, version, reader.rows))
+    if reader.left_out:
+        log.warning("%s: %d rows left out of the mirror (NUL in text)", table.name, reader.left_out)
+    return reader.rows, reader.left_out
+
+
+def _changed_keys(
+    spark: SparkSession, config: Config, table: Table, mirrored: MirrorState, version: int
+) -> tuple[list[tuple[str, ...]] | None, str]:
+    """The keys in the table's change feed after the mirrored version, or None and why a full
+    swap is due instead: the feed is gone (vacuumed), or the change is most of the table."""
+    feed = io.read_changes(spark, config, table, mirrored.version, version)
+    if feed is None:
+        return None, f"the change feed after v{mirrored.version} is no longer available"
+    changed = [tuple(r) for r in feed.select(*ROW_KEYS[table.name]).distinct().collect()]
+    if len(changed) > MAX_CHANGED_SHARE * max(mirrored.rows, 1):
+        return None, (
+            f"{len(changed):,} keys changed, more than {MAX_CHANGED_SHARE:.0%} of the "
+            f"{mirrored.rows:,} mirrored rows"
+        )
+    return changed, ""
+
+
+def _apply_changes(  # type: ignore[no-untyped-def]
+    spark: SparkSession,
+    config: Config,
+    cur,
+    table: Table,
+    table_id: str,
+    version: int,
+    mirrored: MirrorState,
+    changed: list[tuple[str, ...]],
+) -> tuple[int, int, int, int]:
+    """Replace the rows of the `changed` keys in the live table with their rows at `version`;
+    (keys, rows deleted, rows written, rows left out)."""
+    from psycopg2 import sql
+
+    keys = ROW_KEYS[table.name]
+    schema = sql.Identifier(config.serving.schema)
+    live = sql.SQL("{}.{}").format(schema, sql.Identifier(target_name(table)))
+    key_list = sql.SQL(", ").join(sql.Identifier(c) for c in keys)
+    # ON COMMIT DROP: the key list lives exactly as long as the transaction that uses it
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE _mirror_keys ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA"
+        ).format(key_list, live)
+    )
+    cur.copy_expert(
+        sql.SQL("COPY _mirror_keys ({}) FROM STDIN WITH (FORMAT csv)")
+        .format(key_list)
+        .as_string(cur),
+        # a key PostgreSQL cannot hold (NUL) has no mirrored row to delete
+        _LineReader((csv_line(k), not any("\u0000" in v for v in k)) for k in changed),
+    )
+    match = sql.SQL(" AND ").join(
+        sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in keys
+    )
+    cur.execute(sql.SQL("DELETE FROM {} t USING _mirror_keys k WHERE {}").format(live, match))
+    deleted = cur.rowcount
+    written = 0
+    left_out = 0
+    if changed:
+        changed_keys = spark.createDataFrame(changed, StructType([table.schema[c] for c in keys]))
+        current = io.read_version(spark, config, table, version).join(
+            F.broadcast(changed_keys), list(keys), "left_semi"
+        )
+        reader = _copy_rows(cur, live, table, current)
+        written, left_out = reader.rows, reader.left_out
+    _record(
+        cur, config.serving.schema, table,
+        MirrorState(table_id, version, mirrored.rows - deleted + written),
+    )  # fmt: skip
+    return len(changed), deleted, written, left_out
+
+
+def _copy_rows(cur, qualified, table: Table, rows: DataFrame) -> _LineReader:  # type: ignore[no-untyped-def]
+    """COPY `rows` (the table's columns) into `qualified` (an sql.Composable); the reader
+    counts what went in and what was left out."""
+    from psycopg2 import sql
+
+    reader = _LineReader(
+        (r[0], r[1])
+        for r in as_csv_records(rows.select(*table.schema.fieldNames())).toLocalIterator(True)
+    )
+    columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in table.schema.fields)
+    cur.copy_expert(
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)")
+        .format(qualified, columns)
+        .as_string(cur),
+        reader,
+    )
+    if reader.left_out:
+        log.warning("%s: %d rows left out of the mirror (NUL in text)", table.name, reader.left_out)
+    return reader
+
+
+def _prepare(cur, schema: str, table: Table) -> None:  # type: ignore[no-untyped-def]
+    """The mirror schema and its state table exist, and this transaction holds the table's
+    publish lock: a second publisher of the same table waits for the first one's commit and then
+    finds its version mirrored."""
+    from psycopg2 import sql
+
+    cur.execute(
+        "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"lakehouse-mirror:{schema}.{table.name}",)
+    )
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (table_name text PRIMARY KEY, delta_table_id "
+            "text, delta_version bigint NOT NULL, rows bigint NOT NULL, "
+            "published_at timestamptz NOT NULL)"
+        ).format(sql.Identifier(schema), sql.Identifier(STATE_TABLE))
+    )
+
+
+def _record(cur, schema: str, table: Table, state: MirrorState) -> None:  # type: ignore[no-untyped-def]
+    from psycopg2 import sql
+
     cur.execute(
         sql.SQL(
             "INSERT INTO {}.{} VALUES (%s, %s, %s, %s, now()) ON CONFLICT (table_name) DO "
             "UPDATE SET delta_table_id = EXCLUDED.delta_table_id, "
             "delta_version = EXCLUDED.delta_version, rows = EXCLUDED.rows, "
             "published_at = EXCLUDED.published_at"
-        ).format(schema, sql.Identifier(STATE_TABLE)),
-        (table.name, table_id, version, reader.rows),
+        ).format(sql.Identifier(schema), sql.Identifier(STATE_TABLE)),
+        (table.name, state.table_id, state.version, state.rows),
     )
-    if reader.left_out:
-        log.warning("%s: %d rows left out of the mirror (NUL in text)", table.name, reader.left_out)
-    return reader.rows, reader.left_out
 
 
-def _mirrored_version(cur, schema: str, table_name: str) -> tuple[str, int] | None:  # type: ignore[no-untyped-def]
-    """(Delta table id, version) last mirrored for the table, if any."""
-    if not _exists(cur, f"{schema}.{STATE_TABLE}"):
-        return None
+def expected_columns(schema: StructType) -> list[tuple[str, str, bool]]:
+    """(name, PostgreSQL type, NOT NULL) of each column the mirror creates for `schema`."""
+    return [(f.name, pg_type(f.dataType), not f.nullable) for f in schema.fields]
+
+
+def _columns(cur, qualified: str) -> list[tuple[str, str, bool]]:  # type: ignore[no-untyped-def]
     cur.execute(
-        f'SELECT delta_table_id, delta_version FROM "{schema}".{STATE_TABLE} '
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        (qualified,),
+    )
+    return [(name, kind, bool(not_null)) for name, kind, not_null in cur.fetchall()]
+
+
+def _mirrored_state(cur, schema: str, table_name: str) -> MirrorState | None:  # type: ignore[no-untyped-def]
+    """What the last publish of the table recorded, if any."""
+    cur.execute(
+        f'SELECT delta_table_id, delta_version, rows FROM "{schema}".{STATE_TABLE} '
         "WHERE table_name = %s",
         (table_name,),
     )
     row = cur.fetchone()
-    return None if row is None else (row[0], int(row[1]))
+    return None if row is None else MirrorState(row[0], int(row[1]), int(row[2]))
 
 
 def _exists(cur, qualified: str) -> bool:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from support import TcpProxy, drop_schema, write_plan_costs
 
 from lakehouse import clients, io, tables
 from lakehouse.config import Config
+from lakehouse.gold.refresh import replace_rows
 from lakehouse.quality import suites
 from lakehouse.quality.alerts import LogNotifier
 from lakehouse.quality.gate import publish_if_clean
@@ -80,6 +81,17 @@ def _query(config: Config, sql: str, user: str | None = None) -> list[tuple]:
         conn.close()
 
 
+def _assert_mirrored_as_in_delta(spark, lake: Config) -> None:
+    """gold.plan_costs in PostgreSQL holds exactly the latest Delta version's rows."""
+    mirrored = _query(lake, f"SELECT * FROM {lake.serving.schema}.plan_costs ORDER BY plan_id")
+    source = sorted(
+        io.read_table(spark, lake, tables.PLAN_COSTS).collect(), key=lambda r: r.plan_id
+    )
+    assert [tuple(r) for r in mirrored] == [
+        tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in r) for r in source
+    ]
+
+
 def test_publish_maps_types_copies_rows_and_indexes_keys(spark, lake: Config) -> None:
     _plan_costs(spark, lake, 40)
     result = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
@@ -105,13 +117,7 @@ def test_publish_maps_types_copies_rows_and_indexes_keys(spark, lake: Config) ->
     ]
 
     # every value survives the trip: quotes, commas, newlines, empty text versus null
-    mirrored = _query(lake, f"SELECT * FROM {schema}.plan_costs ORDER BY plan_id")
-    source = sorted(
-        io.read_table(spark, lake, tables.PLAN_COSTS).collect(), key=lambda r: r.plan_id
-    )
-    assert [tuple(r) for r in mirrored] == [
-        tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) else v for v in r) for r in source
-    ]
+    _assert_mirrored_as_in_delta(spark, lake)
 
     indexes = sorted(
         definition.split(" USING btree ")[1]
@@ -200,6 +206,99 @@ def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
     switch = seen.index((6000, 2, 2))
     assert all(s == (2000, 1, 1) for s in seen[:switch])
     assert all(s == (6000, 2, 2) for s in seen[switch:])
+
+
+def _merge_plan_costs(spark, lake: Config, fresh: list[tuple], scope: list[str]) -> None:
+    """The per-plan refresh's MERGE: rows of `scope` plan ids become `fresh` (absent: deleted)."""
+    replace_rows(
+        io.delta_table(spark, lake, tables.PLAN_COSTS),
+        spark.createDataFrame(fresh, tables.GOLD_PLAN_COSTS),
+        spark.createDataFrame([(p,) for p in scope], "plan_id string"),
+        ["plan_id"],
+        tables.GOLD_PLAN_COSTS.fieldNames(),
+    )
+
+
+def test_changed_plans_are_applied_to_the_live_table_in_one_transaction(
+    spark, lake: Config
+) -> None:
+    _plan_costs(spark, lake, 3000, plan_version=1)
+    first = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    assert (first.mode, first.reason, first.rows) == ("full", "first publish", 3000)
+    rows = {r.plan_id: r for r in io.read_table(spark, lake, tables.PLAN_COSTS).collect()}
+    # 300 plans updated, 50 deleted, 50 new ones: the change the nightly MERGE makes
+    updated = [(*rows[f"p-{n:05d}"][:1], 2, *rows[f"p-{n:05d}"][2:]) for n in range(300)]
+    new = [(f"p-{n:05d}", 2, *rows["p-00001"][2:]) for n in range(3000, 3050)]
+    deleted = [f"p-{n:05d}" for n in range(300, 350)]
+    _merge_plan_costs(spark, lake, updated + new, [r[0] for r in updated + new] + deleted)
+
+    seen: set[tuple[int, int]] = set()
+    stop = threading.Event()
+
+    def poll() -> None:
+        conn = clients.pg_connect(lake)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                while not stop.is_set():
+                    cur.execute(
+                        "SELECT count(*), count(*) FILTER (WHERE plan_version = 2) "
+                        f"FROM {lake.serving.schema}.plan_costs"
+                    )
+                    seen.add(cur.fetchone())
+        finally:
+            conn.close()
+
+    reader = threading.Thread(target=poll, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.3)
+        applied = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        reader.join(timeout=30)
+    merged_at = io.latest_version(spark, lake, tables.PLAN_COSTS)
+    assert (applied.mode, applied.reason) == (
+        "changes",
+        f"v{first.delta_version + 1}..v{merged_at} change rows by key",
+    )
+    assert (applied.keys, applied.deleted, applied.rows) == (400, 350, 350)
+    # readers saw the old table or the new one, nothing in between
+    assert seen == {(3000, 0), (3000, 350)}
+    _assert_mirrored_as_in_delta(spark, lake)
+    state = f"SELECT delta_version, rows FROM {lake.serving.schema}._mirror_state"
+    assert _query(lake, state) == [(merged_at, 3000)]
+
+    # a compaction changes no row: the version is recorded, nothing else
+    io.delta_table(spark, lake, tables.PLAN_COSTS).optimize().executeCompaction()
+    compacted = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    assert (compacted.mode, compacted.keys, compacted.deleted, compacted.rows) == (
+        "changes", 0, 0, 0,
+    )  # fmt: skip
+    assert _query(lake, state) == [(merged_at + 1, 3000)]
+
+    # most of the table changed (1,600 plans deleted, 50 of them gone already): the staged
+    # swap is cheaper
+    _merge_plan_costs(spark, lake, [], [f"p-{n:05d}" for n in range(1600)])
+    most = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    assert (most.mode, most.reason, most.rows) == (
+        "full",
+        "1,550 keys changed, more than 50% of the 3,000 mirrored rows",
+        1450,
+    )
+    _assert_mirrored_as_in_delta(spark, lake)
+
+    # a rebuild (overwrite) is swapped whole
+    _plan_costs(spark, lake, 20, plan_version=3)
+    rebuilt = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    version = io.latest_version(spark, lake, tables.PLAN_COSTS)
+    assert (rebuilt.mode, rebuilt.reason, rebuilt.rows) == (
+        "full",
+        f"v{version} is a WRITE (Overwrite)",
+        20,
+    )
+    _assert_mirrored_as_in_delta(spark, lake)
 
 
 def test_unreachable_postgres_is_retried_until_it_is_back(spark, lake: Config) -> None:

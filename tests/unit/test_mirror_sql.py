@@ -80,3 +80,87 @@ def test_copy_text_formats_timestamps_with_offset(spark) -> None:
         "plan_id string, n string, cost string, flag string, day string, at string",
     )
     assert_frames_equal(mirror.as_copy_text(frame), expected)
+
+
+def test_row_keys_are_non_null_text_columns_of_mirrored_tables() -> None:
+    mirrored = {t.name: t for t in mirror.MIRRORED}
+    for name, keys in mirror.ROW_KEYS.items():
+        fields = [mirrored[name].schema[c] for c in keys]
+        assert [(f.dataType, f.nullable) for f in fields] == [(StringType(), False)] * len(keys)
+    # the aggregates are rewritten whole by each refresh: no key, always a full swap
+    assert set(mirror.ROW_KEYS) == {
+        tables.PLAN_COSTS.name,
+        tables.PLAN_ANOMALIES.name,
+        tables.QUALITY_RESULTS_TABLE.name,
+    }
+
+
+def test_expected_columns_spell_types_as_postgresql_reports_them() -> None:
+    schema = StructType(
+        [StructField("plan_id", StringType(), False), StructField("org", StringType(), True)]
+    )
+    assert mirror.expected_columns(schema) == [("plan_id", "text", True), ("org", "text", False)]
+    assert mirror.pg_type(tables.QUALITY_RESULTS["run_at"].dataType) == "timestamp with time zone"
+
+
+_MERGE = {"operation": "MERGE", "operationParameters": {"predicate": "[]"}}
+_APPEND = {"operation": "WRITE", "operationParameters": {"mode": "Append"}}
+_OVERWRITE = {"operation": "WRITE", "operationParameters": {"mode": "Overwrite"}}
+_OPTIMIZE = {"operation": "OPTIMIZE", "operationParameters": {"zOrderBy": "[]"}}
+_STREAM = {"operation": "STREAMING UPDATE", "operationParameters": {"outputMode": "Append"}}
+_PROPERTIES = {"operation": "SET TBLPROPERTIES", "operationParameters": {}}
+_AT_3 = mirror.MirrorState("id-1", 3, 100)
+COSTS = tables.PLAN_COSTS.name
+
+
+@pytest.mark.parametrize(
+    ("table", "mirrored", "current", "columns_match", "commits", "expected"),
+    [
+        (COSTS, _AT_3, ("id-1", 3), True, [], ("unchanged", "that version is mirrored", None)),
+        # the aggregates, even after a MERGE
+        (
+            tables.COST_TRENDS.name, _AT_3, ("id-1", 4), True, [(4, _MERGE)],
+            ("full", "the table is rewritten whole by each refresh", None),
+        ),
+        (COSTS, None, ("id-1", 0), False, [], ("full", "first publish", None)),
+        (
+            COSTS, _AT_3, ("id-2", 5), True, [(4, _MERGE), (5, _MERGE)],
+            ("full", "the Delta table was re-created", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 2), True, [],
+            ("full", "the mirror is at v3, ahead", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 4), False, [(4, _MERGE)],
+            ("full", "the mirrored columns differ from the schema", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 5), True, [(4, _MERGE), (5, None)],
+            ("full", "commit v5 is no longer in the log", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 6), True, [(4, _MERGE), (5, _OVERWRITE), (6, _MERGE)],
+            ("full", "v5 is a WRITE (Overwrite)", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 4), True, [(4, _PROPERTIES)],
+            ("full", "v4 is a SET TBLPROPERTIES", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 7), True,
+            [(4, _MERGE), (5, _APPEND), (6, _OPTIMIZE), (7, _STREAM)],
+            ("changes", "v4..v7 change rows by key", 3),
+        ),
+    ],
+)  # fmt: skip
+def test_choose_publish_applies_changes_only_when_the_feed_is_the_whole_change(
+    table: str,
+    mirrored: mirror.MirrorState | None,
+    current: tuple[str, int],
+    columns_match: bool,
+    commits: list,
+    expected: tuple[str, str, int | None],
+) -> None:
+    choice = mirror.choose_publish(table, mirrored, *current, columns_match, commits)
+    assert (choice.mode.value, choice.reason, choice.after) == expected
