@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
@@ -77,15 +77,26 @@ INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     QUALITY_RESULTS_TABLE.name: (("table_name", "run_at"), ("run_id",)),
 }
 
+
+@dataclass(frozen=True)
+class RowKey:
+    """The columns that identify a mirrored table's row group (non-null text, so that the live
+    table's DELETE can use its index: tests/unit/test_mirror_sql.py)."""
+
+    columns: tuple[str, ...]
+    # One row per key: its current row is the change feed's last image of the key, and a
+    # publish reads only the feed. Otherwise the key's rows are read from the table version.
+    unique: bool
+
+
 # Mirrored tables gold changes a few rows at a time (per-plan MERGEs by key, appended quality
-# runs), by the columns that identify a row group: a publish after such commits replaces only
-# the rows of the keys in the change feed. The aggregate tables are rewritten whole by each
-# refresh (small, bounded by the catalogue) and always swapped whole. The key columns are
-# non-null text (tests/unit/test_mirror.py), so the live table's DELETE can use its index.
-ROW_KEYS: dict[str, tuple[str, ...]] = {
-    PLAN_COSTS.name: ("plan_id",),
-    PLAN_ANOMALIES.name: ("plan_id",),
-    QUALITY_RESULTS_TABLE.name: ("run_id",),
+# runs): a publish after such commits replaces only the rows of the keys in the change feed.
+# The aggregate tables are rewritten whole by each refresh (small, bounded by the catalogue)
+# and always swapped whole.
+ROW_KEYS: dict[str, RowKey] = {
+    PLAN_COSTS.name: RowKey(("plan_id",), unique=True),
+    PLAN_ANOMALIES.name: RowKey(("plan_id",), unique=True),
+    QUALITY_RESULTS_TABLE.name: RowKey(("run_id",), unique=False),
 }
 
 # Delta operations whose change feed is exactly what changed; anything else since the
@@ -95,9 +106,22 @@ _ROW_CHANGES = frozenset({"MERGE", "DELETE", "UPDATE"})
 _APPENDS = frozenset({"WRITE", "STREAMING UPDATE"})
 _NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
 
-# Beyond this share of the mirrored rows' keys changed, the staged swap is cheaper than deleting
-# and re-inserting them in the live indexed table, and it leaves no dead tuples behind.
+# Beyond this share of the mirrored rows changed, the staged swap is cheaper than deleting and
+# re-inserting them in the live indexed table, and it leaves no dead tuples behind.
 MAX_CHANGED_SHARE = 0.5
+# The rows each operation reports changing in its commit's operationMetrics: their sum bounds
+# the keys in the change feed, known before any Spark job.
+_CHANGE_METRICS = (
+    "numTargetRowsInserted",
+    "numTargetRowsUpdated",
+    "numTargetRowsDeleted",
+    "numOutputRows",
+    "numDeletedRows",
+    "numUpdatedRows",
+)
+# Within one commit a key's images rank: its new row, then a delete, then an update's old row.
+_IMAGE_RANK = {"insert": 0, "update_postimage": 0, "delete": 1, "update_preimage": 2}
+_NEW_ROW_IMAGES = ("insert", "update_postimage")
 
 # Spark type -> PostgreSQL type (as format_type() spells it, so that a mirrored table's columns
 # compare with the Delta schema). Anything else is refused, never guessed.
@@ -194,6 +218,11 @@ def _operation(info: dict[str, Any]) -> str:
     return f"{info.get('operation')}" + (f" ({mode})" if mode else "")
 
 
+def _rows_changed(info: dict[str, Any]) -> int:
+    metrics = info.get("operationMetrics") or {}
+    return sum(int(metrics.get(name, 0)) for name in _CHANGE_METRICS)
+
+
 def _is_row_change(info: dict[str, Any]) -> bool:
     operation = info.get("operation")
     if operation in _ROW_CHANGES or operation in _NO_DATA_CHANGE:
@@ -231,6 +260,13 @@ def choose_publish(
             return PublishChoice(PublishMode.FULL, f"commit v{number} is no longer in the log")
         if not _is_row_change(info):
             return PublishChoice(PublishMode.FULL, f"v{number} is a {_operation(info)}")
+    changed = sum(_rows_changed(info) for _, info in commits if info is not None)
+    if changed > MAX_CHANGED_SHARE * max(mirrored.rows, 1):
+        return PublishChoice(
+            PublishMode.FULL,
+            f"{changed:,} rows changed, more than {MAX_CHANGED_SHARE:.0%} of the "
+            f"{mirrored.rows:,} mirrored",
+        )
     return PublishChoice(
         PublishMode.CHANGES,
         f"v{mirrored.version + 1}..v{version} change rows by key",
@@ -270,12 +306,16 @@ def index_name(target: str, columns: tuple[str, ...], publish_token: str) -> str
     return f"{name[:52]}_{digest}"
 
 
-def as_copy_text(frame: DataFrame) -> DataFrame:
+def as_copy_text(frame: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
     """Every column as the text PostgreSQL's COPY parses back to the mapped type: timestamps
-    with their UTC offset, the rest as Spark casts them."""
+    with their UTC offset, the rest as Spark casts them; `keep`: columns passed through as they
+    are."""
     columns = []
     for field in frame.schema.fields:
         column = F.col(field.name)
+        if field.name in keep:
+            columns.append(column)
+            continue
         if isinstance(field.dataType, TimestampType):
             # the session time zone is UTC; the offset makes timestamptz exact anyway
             column = F.date_format(column, "yyyy-MM-dd HH:mm:ss.SSSSSSXXX")
@@ -289,21 +329,24 @@ def csv_line(values: tuple[str | None, ...]) -> str:
     return ",".join("" if v is None else '"' + v.replace('"', '""') + '"' for v in values) + "\n"
 
 
-def as_csv_records(frame: DataFrame) -> DataFrame:
+def as_csv_records(frame: DataFrame, keep: Sequence[str] = ()) -> DataFrame:
     """record: each row as the CSV record `csv_line` makes of its `as_copy_text` values, and
     storable: false when a text value holds a NUL character (PostgreSQL text cannot, and COPY
-    would fail the whole table on it). Built by Spark so that one string per row crosses to the
-    driver instead of one per column: pickling the columns and formatting them in Python took
-    most of a publish's time (docs/benchmarks/README.md, mirror)."""
-    text = as_copy_text(frame)
+    would fail the whole table on it); `keep`: columns left out of the record and passed
+    through before it. Built by Spark so that one string per row crosses to the driver instead
+    of one per column: pickling the columns and formatting them in Python took most of a
+    publish's time (docs/benchmarks/README.md, mirror)."""
+    text = as_copy_text(frame, keep)
+    formatted = [name for name in text.columns if name not in keep]
     fields = [
         F.when(text[name].isNull(), F.lit("")).otherwise(
             F.concat(F.lit('"'), F.replace(text[name], F.lit('"'), F.lit('""')), F.lit('"'))
         )
-        for name in text.columns
+        for name in formatted
     ]
-    nul = [F.coalesce(F.instr(text[name], "\u0000") > 0, F.lit(False)) for name in text.columns]
+    nul = [F.coalesce(F.instr(text[name], "\u0000") > 0, F.lit(False)) for name in formatted]
     return text.select(
+        *keep,
         F.concat(F.concat_ws(",", *fields), F.lit("\n")).alias("record"),
         (~functools.reduce(operator.or_, nul, F.lit(False))).alias("storable"),
     )
@@ -429,17 +472,17 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
                     return Published(
                         table.name, qualified, version, 0, 0.0, choice.mode, choice.reason
                     )
-                changed = None
+                applied = None
                 if choice.mode is PublishMode.CHANGES:
                     assert mirrored is not None
-                    changed, why_not = _changed_keys(spark, config, table, mirrored, version)
-                    if changed is None:
-                        choice = PublishChoice(PublishMode.FULL, why_not)
-                if changed is not None:
-                    assert mirrored is not None
-                    keys, deleted, rows, left_out = _apply_changes(
-                        spark, config, cur, table, table_id, version, mirrored, changed
-                    )
+                    applied = _apply_changes(spark, config, cur, table, table_id, version, mirrored)
+                    if applied is None:
+                        choice = PublishChoice(
+                            PublishMode.FULL,
+                            f"the change feed after v{mirrored.version} is no longer available",
+                        )
+                if applied is not None:
+                    keys, deleted, rows, left_out = applied
                 else:
                     keys = deleted = 0
                     rows, left_out = _load_and_swap(
@@ -499,11 +542,12 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
     qualified = sql.SQL("{}.{}").format(schema, staging).as_string(cur)
     cur.execute(create_table_sql(qualified, table.schema))
 
-    reader = _copy_rows(
+    records = as_csv_records(io.read_version(spark, config, table, version))
+    reader = _copy_lines(
         cur,
         sql.SQL("{}.{}").format(schema, staging),
         table,
-        io.read_version(spark, config, table, version),
+        ((r[0], r[1]) for r in records.toLocalIterator(True)),
     )
     token = uuid.uuid4().hex[:8]
     for index_columns in INDEXES.get(table.name, ()):
@@ -528,23 +572,6 @@ def _load_and_swap(  # type: ignore[no-untyped-def]
     return reader.rows, reader.left_out
 
 
-def _changed_keys(
-    spark: SparkSession, config: Config, table: Table, mirrored: MirrorState, version: int
-) -> tuple[list[tuple[str, ...]] | None, str]:
-    """The keys in the table's change feed after the mirrored version, or None and why a full
-    swap is due instead: the feed is gone (vacuumed), or the change is most of the table."""
-    feed = io.read_changes(spark, config, table, mirrored.version, version)
-    if feed is None:
-        return None, f"the change feed after v{mirrored.version} is no longer available"
-    changed = [tuple(r) for r in feed.select(*ROW_KEYS[table.name]).distinct().collect()]
-    if len(changed) > MAX_CHANGED_SHARE * max(mirrored.rows, 1):
-        return None, (
-            f"{len(changed):,} keys changed, more than {MAX_CHANGED_SHARE:.0%} of the "
-            f"{mirrored.rows:,} mirrored rows"
-        )
-    return changed, ""
-
-
 def _apply_changes(  # type: ignore[no-untyped-def]
     spark: SparkSession,
     config: Config,
@@ -553,16 +580,22 @@ def _apply_changes(  # type: ignore[no-untyped-def]
     table_id: str,
     version: int,
     mirrored: MirrorState,
-    changed: list[tuple[str, ...]],
-) -> tuple[int, int, int, int]:
-    """Replace the rows of the `changed` keys in the live table with their rows at `version`;
-    (keys, rows deleted, rows written, rows left out)."""
+) -> tuple[int, int, int, int] | None:
+    """Replace the rows of the keys in the change feed after the mirrored version with their
+    rows at `version`, in the live table; (keys, rows deleted, rows written, rows left out), or
+    None when that feed is no longer available (vacuumed)."""
     from psycopg2 import sql
 
-    keys = ROW_KEYS[table.name]
+    feed = io.read_changes(spark, config, table, mirrored.version, version)
+    if feed is None:
+        return None
+    key = ROW_KEYS[table.name]
+    keys, lines = (_feed_rows if key.unique else _version_rows)(
+        spark, config, table, key, feed, version
+    )
     schema = sql.Identifier(config.serving.schema)
     live = sql.SQL("{}.{}").format(schema, sql.Identifier(target_name(table)))
-    key_list = sql.SQL(", ").join(sql.Identifier(c) for c in keys)
+    key_list = sql.SQL(", ").join(sql.Identifier(c) for c in key.columns)
     # ON COMMIT DROP: the key list lives exactly as long as the transaction that uses it
     cur.execute(
         sql.SQL(
@@ -574,38 +607,71 @@ def _apply_changes(  # type: ignore[no-untyped-def]
         .format(key_list)
         .as_string(cur),
         # a key PostgreSQL cannot hold (NUL) has no mirrored row to delete
-        _LineReader((csv_line(k), not any("\u0000" in v for v in k)) for k in changed),
+        _LineReader((csv_line(k), not any("\u0000" in v for v in k)) for k in keys),
     )
     match = sql.SQL(" AND ").join(
-        sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in keys
+        sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in key.columns
     )
     cur.execute(sql.SQL("DELETE FROM {} t USING _mirror_keys k WHERE {}").format(live, match))
     deleted = cur.rowcount
-    written = 0
-    left_out = 0
-    if changed:
-        changed_keys = spark.createDataFrame(changed, StructType([table.schema[c] for c in keys]))
-        current = io.read_version(spark, config, table, version).join(
-            F.broadcast(changed_keys), list(keys), "left_semi"
-        )
-        reader = _copy_rows(cur, live, table, current)
-        written, left_out = reader.rows, reader.left_out
+    reader = _copy_lines(cur, live, table, iter(lines))
     _record(
         cur, config.serving.schema, table,
-        MirrorState(table_id, version, mirrored.rows - deleted + written),
+        MirrorState(table_id, version, mirrored.rows - deleted + reader.rows),
     )  # fmt: skip
-    return len(changed), deleted, written, left_out
+    return len(keys), deleted, reader.rows, reader.left_out
 
 
-def _copy_rows(cur, qualified, table: Table, rows: DataFrame) -> _LineReader:  # type: ignore[no-untyped-def]
-    """COPY `rows` (the table's columns) into `qualified` (an sql.Composable); the reader
+def _feed_rows(
+    spark: SparkSession, config: Config, table: Table, key: RowKey, feed: DataFrame, version: int
+) -> tuple[list[tuple[str, ...]], list[tuple[str, bool]]]:
+    """The changed keys and the CSV records of their current rows, for a table with one row per
+    key: each key's last image in the feed (none when that is a delete). One Spark job over the
+    change files alone: the table is not read."""
+    order = F.create_map(*(F.lit(x) for item in _IMAGE_RANK.items() for x in item))
+    last = feed.withColumn(
+        "_n",
+        F.row_number().over(
+            Window.partitionBy(*key.columns).orderBy(
+                F.col("_commit_version").desc(), order[F.col("_change_type")]
+            )
+        ),
+    ).where("_n = 1")
+    kept = [f"_key_{c}" for c in key.columns]
+    records = as_csv_records(
+        last.select(
+            *table.schema.fieldNames(),
+            *(F.col(c).alias(k) for c, k in zip(key.columns, kept, strict=True)),
+            F.col("_change_type").isin(*_NEW_ROW_IMAGES).alias("_new"),
+        ),
+        keep=[*kept, "_new"],
+    ).collect()
+    keys = [tuple(r[k] for k in kept) for r in records]
+    return keys, [(r.record, r.storable) for r in records if r._new]
+
+
+def _version_rows(
+    spark: SparkSession, config: Config, table: Table, key: RowKey, feed: DataFrame, version: int
+) -> tuple[list[tuple[str, ...]], list[tuple[str, bool]]]:
+    """The changed keys and the CSV records of all their rows at `version`, read from the table
+    (a key may hold rows the feed does not show)."""
+    keys = [tuple(r) for r in feed.select(*key.columns).distinct().collect()]
+    if not keys:
+        return keys, []
+    changed = spark.createDataFrame(keys, StructType([table.schema[c] for c in key.columns]))
+    rows = io.read_version(spark, config, table, version).join(
+        F.broadcast(changed), list(key.columns), "left_semi"
+    )
+    records = as_csv_records(rows.select(*table.schema.fieldNames())).collect()
+    return keys, [(r.record, r.storable) for r in records]
+
+
+def _copy_lines(cur, qualified, table: Table, lines: Iterator[tuple[str, bool]]) -> _LineReader:  # type: ignore[no-untyped-def]
+    """COPY CSV records of the table's columns into `qualified` (an sql.Composable); the reader
     counts what went in and what was left out."""
     from psycopg2 import sql
 
-    reader = _LineReader(
-        (r[0], r[1])
-        for r in as_csv_records(rows.select(*table.schema.fieldNames())).toLocalIterator(True)
-    )
+    reader = _LineReader(lines)
     columns = sql.SQL(", ").join(sql.Identifier(f.name) for f in table.schema.fields)
     cur.copy_expert(
         sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)")

@@ -284,7 +284,7 @@ def test_changed_plans_are_applied_to_the_live_table_in_one_transaction(
     most = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
     assert (most.mode, most.reason, most.rows) == (
         "full",
-        "1,550 keys changed, more than 50% of the 3,000 mirrored rows",
+        "1,550 rows changed, more than 50% of the 3,000 mirrored",
         1450,
     )
     _assert_mirrored_as_in_delta(spark, lake)
@@ -299,6 +299,28 @@ def test_changed_plans_are_applied_to_the_live_table_in_one_transaction(
         20,
     )
     _assert_mirrored_as_in_delta(spark, lake)
+
+
+def test_a_quality_run_appended_is_published_by_its_run_id(spark, lake: Config) -> None:
+    def run(run_id: str, checks: int) -> list[tuple]:
+        return [
+            (run_id, NOW, "gold", "gold.plan_costs", 3, "v1", f"check {n}", "row", "error",
+             "passed", 1.0, None)
+            for n in range(checks)
+        ]  # fmt: skip
+
+    table = tables.QUALITY_RESULTS_TABLE
+    io.ensure_table(spark, lake, table)
+    io.append(spark.createDataFrame(run("run-1", 6), tables.QUALITY_RESULTS), lake, table)
+    assert mirror.publish_table(spark, lake, table).mode == "full"
+    io.append(spark.createDataFrame(run("run-2", 2), tables.QUALITY_RESULTS), lake, table)
+    second = mirror.publish_table(spark, lake, table)
+    assert (second.mode, second.keys, second.deleted, second.rows) == ("changes", 1, 0, 2)
+    mirrored = _query(
+        lake,
+        f"SELECT run_id, check_name FROM {lake.serving.schema}.quality_results ORDER BY 1, 2",
+    )
+    assert mirrored == [(r[0], r[6]) for r in run("run-1", 6) + run("run-2", 2)]
 
 
 def test_unreachable_postgres_is_retried_until_it_is_back(spark, lake: Config) -> None:

@@ -84,9 +84,9 @@ def test_copy_text_formats_timestamps_with_offset(spark) -> None:
 
 def test_row_keys_are_non_null_text_columns_of_mirrored_tables() -> None:
     mirrored = {t.name: t for t in mirror.MIRRORED}
-    for name, keys in mirror.ROW_KEYS.items():
-        fields = [mirrored[name].schema[c] for c in keys]
-        assert [(f.dataType, f.nullable) for f in fields] == [(StringType(), False)] * len(keys)
+    for name, key in mirror.ROW_KEYS.items():
+        fields = [mirrored[name].schema[c] for c in key.columns]
+        assert [(f.dataType, f.nullable) for f in fields] == [(StringType(), False)] * len(fields)
     # the aggregates are rewritten whole by each refresh: no key, always a full swap
     assert set(mirror.ROW_KEYS) == {
         tables.PLAN_COSTS.name,
@@ -103,7 +103,12 @@ def test_expected_columns_spell_types_as_postgresql_reports_them() -> None:
     assert mirror.pg_type(tables.QUALITY_RESULTS["run_at"].dataType) == "timestamp with time zone"
 
 
-_MERGE = {"operation": "MERGE", "operationParameters": {"predicate": "[]"}}
+_MERGE = {
+    "operation": "MERGE",
+    "operationParameters": {"predicate": "[]"},
+    "operationMetrics": {"numTargetRowsUpdated": "20", "numTargetRowsDeleted": "5"},
+}
+_LARGE_MERGE = {**_MERGE, "operationMetrics": {"numTargetRowsInserted": "51"}}
 _APPEND = {"operation": "WRITE", "operationParameters": {"mode": "Append"}}
 _OVERWRITE = {"operation": "WRITE", "operationParameters": {"mode": "Overwrite"}}
 _OPTIMIZE = {"operation": "OPTIMIZE", "operationParameters": {"zOrderBy": "[]"}}
@@ -146,6 +151,10 @@ COSTS = tables.PLAN_COSTS.name
         (
             COSTS, _AT_3, ("id-1", 4), True, [(4, _PROPERTIES)],
             ("full", "v4 is a SET TBLPROPERTIES", None),
+        ),
+        (
+            COSTS, _AT_3, ("id-1", 5), True, [(4, _MERGE), (5, _LARGE_MERGE)],
+            ("full", "76 rows changed, more than 50% of the 100 mirrored", None),
         ),
         (
             COSTS, _AT_3, ("id-1", 7), True,
