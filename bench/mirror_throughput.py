@@ -11,9 +11,10 @@
 3. Modes, measured against the running local PostgreSQL in a dedicated schema (`bench_mirror`,
    dropped at the end), interleaved per repeat:
    - `mirror`: `mirror.publish_table`, the lakehouse path (BI role check, staging table, COPY
-     streamed from Spark through `toLocalIterator`, indexes, swap, grant, state row, one
-     transaction). Its state row is deleted before each run so that the same Delta version is
-     published again, replacing the previous run's table as a nightly republish would.
+     streamed from Spark as Arrow batches (`mirror.arrow_batches`), indexes, swap, grant, state
+     row, one transaction). Its state row is deleted before each run so that the same Delta
+     version is published again, replacing the previous run's table as a nightly republish
+     would.
    - `copy`: the floor. `COPY ... FROM STDIN (FORMAT csv)` of the pre-exported CSV into a bare
      table with the same columns, created (empty) beforehand; no indexes, no swap. Timed: the
      COPY and its commit.
@@ -21,14 +22,14 @@
      COPY, the same CREATE INDEX statements, drop + rename, grant, commit): the mirror without
      Spark.
    - `export`: the mirror's Spark side alone (read the pinned version, cast to text,
-     `as_csv_records`, `toLocalIterator`, encode, drained in the 8 KiB reads psycopg2 makes); no
+     `as_csv_records`, Arrow batches, drained in the 8 KiB reads psycopg2 makes); no
      PostgreSQL.
    One warm-up run of every mode is not counted. Each mode is repeated --repeats times; the
    median and the best run are reported, as rows/s and as a ratio to the floor's rows/s.
 4. Where the time goes: the `mirror` runs are traced without changing their code path (a
-   psycopg2 cursor and connection subclass time each statement and the commit, a `_LineReader`
-   subclass times the reads COPY makes, i.e. the wait on the export; the Delta calls and
-   `toLocalIterator` are wrapped in timers). CPU seconds are sampled per process: this Python
+   psycopg2 cursor and connection subclass time each statement and the commit, a `_BatchReader`
+   subclass times the reads COPY makes, i.e. the wait on the export; the Delta calls are
+   wrapped in timers). CPU seconds are sampled per process: this Python
    (driver), the Spark JVM, the PostgreSQL backend(s), and the rest of the machine. The machine
    may be shared: each run first waits (--wait-idle, --max-wait) until the cores are mostly idle.
 5. The mirrored table and the floor's table are compared (md5 over all rows in plan_id order).
@@ -50,7 +51,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,10 +139,10 @@ def plan_costs_frame(spark: SparkSession, rows: int, files: int) -> DataFrame:
     return frame.select(*PLAN_COSTS.schema.fieldNames())
 
 
-def export_lines(spark: SparkSession, config: Config, version: int) -> Iterator[tuple[str, bool]]:
-    """The mirror's Spark side, verbatim from `_load_and_swap`."""
-    frame = mirror.as_csv_records(io.read_version(spark, config, PLAN_COSTS, version))
-    return ((row[0], row[1]) for row in frame.toLocalIterator(True))
+def export_reader(spark: SparkSession, config: Config, version: int) -> mirror._BatchReader:
+    """The mirror's Spark side, verbatim from `_load_and_swap`: the reader COPY drains."""
+    records = mirror.as_csv_records(io.read_version(spark, config, PLAN_COSTS, version))
+    return mirror._BatchReader(mirror.arrow_batches(records))
 
 
 # ------------------------------------------------------------------------------ measuring
@@ -237,8 +238,9 @@ class TracedConnection(psycopg2.extensions.connection):
         super().close()
 
 
-class TracedReader(mirror._LineReader):
-    """Times the reads COPY makes: waiting on Spark for the next records, encoding them."""
+class TracedReader(mirror._BatchReader):
+    """Times the reads COPY makes: waiting on Spark for the next records (the first read
+    includes planning the export and starting the job)."""
 
     def read(self, size: int = 65536) -> bytes:
         started = time.perf_counter()
@@ -306,26 +308,19 @@ def timed(step: str, function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # The Delta calls publish_table makes before it writes (read_version resolves the snapshot; its
-# rows are read later, inside the COPY).
-DELTA_CALLS = ("table_exists", "latest_version", "table_id", "read_version")
+# rows are read later, inside the COPY). Runs before snapshot_identity recorded latest_version
+# and table_id (two log reads, one of them a Spark job) instead.
+DELTA_CALLS = ("table_exists", "snapshot_identity", "read_version")
+DELTA_STEPS = (*DELTA_CALLS, "latest_version", "table_id")
 
 
 def run_mirror(spark: SparkSession, lake: Config, rows: int) -> None:
     with ExitStack() as patches:
         patches.enter_context(mock.patch.object(clients, "pg_connect", traced_connect))
-        patches.enter_context(mock.patch.object(mirror, "_LineReader", TracedReader))
+        patches.enter_context(mock.patch.object(mirror, "_BatchReader", TracedReader))
         for name in DELTA_CALLS:
             timed_call = timed(f"delta: {name}", getattr(io, name))
             patches.enter_context(mock.patch.object(io, name, timed_call))
-        # the generator in _load_and_swap calls toLocalIterator at once: Spark plans the query
-        # (optimiser, Delta file listing, code generation) before the COPY starts
-        patches.enter_context(
-            mock.patch.object(
-                DataFrame,
-                "toLocalIterator",
-                timed("spark: plan + start iterator", DataFrame.toLocalIterator),
-            )
-        )
         published = mirror.publish_table(spark, lake, PLAN_COSTS)
     if not published.written or published.rows != rows:
         raise RuntimeError(f"mirror published {published}, expected {rows:,} new rows")
@@ -400,7 +395,7 @@ def run_copy_index_swap(lake: Config, csv: bytes, read_size: int) -> None:
 
 def run_export(spark: SparkSession, lake: Config, version: int, rows: int) -> None:
     """The Spark side alone, drained the way psycopg2 drains the mirror's reader."""
-    reader = mirror._LineReader(export_lines(spark, lake, version))
+    reader = export_reader(spark, lake, version)
     while reader.read(COPY_READ_SIZE):
         pass
     if reader.rows != rows:
@@ -530,7 +525,8 @@ def main() -> int:
 
         print("csv: exporting the same rows once (not timed as a mode)")
         started = time.monotonic()
-        csv = b"".join(line.encode() for line, _ in export_lines(spark, lake, version))
+        reader = export_reader(spark, lake, version)
+        csv = b"".join(iter(lambda: reader.read(1 << 20), b""))
         export_once_s = time.monotonic() - started
         print(f"  {len(csv) / 2**20:.1f} MiB in {export_once_s:.1f}s")
 
@@ -742,7 +738,7 @@ def mirror_steps(summary: dict[str, Any]) -> dict[str, float]:
     # runs before as_csv_records (CSV formatted in Python) recorded the step under a longer name
     export = steps.pop("copy: export", 0.0) + steps.pop("copy: export (Spark + CSV in Python)", 0.0)
     copy = steps.pop("copy", 0.0)
-    delta = sum(steps.pop(f"delta: {name}", 0.0) for name in DELTA_CALLS)
+    delta = sum(steps.pop(f"delta: {name}", 0.0) for name in DELTA_STEPS)
     ordered = {
         "Delta metadata (exists, version, id, snapshot)": delta,
         "prepare (connect, BI role, state, staging)": steps.pop("prepare", 0.0),

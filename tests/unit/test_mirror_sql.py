@@ -173,3 +173,37 @@ def test_choose_publish_applies_changes_only_when_the_feed_is_the_whole_change(
 ) -> None:
     choice = mirror.choose_publish(table, mirrored, *current, columns_match, commits)
     assert (choice.mode.value, choice.reason, choice.after) == expected
+
+
+def test_batch_reader_streams_the_storable_records_of_every_partition(spark) -> None:
+    rows = [(f"p{n}", None if n % 5 == 0 else f'v "{n}",\n') for n in range(40)]
+    rows[7] = ("p7", "nul\u0000here")
+    rows[31] = ("p31\u0000", None)
+    # four partitions, and more than one Arrow batch per partition
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")
+    try:
+        frame = spark.createDataFrame(rows, "a string, b string").repartition(4)
+        reader = mirror._BatchReader(mirror.arrow_batches(mirror.as_csv_records(frame)))
+        chunks = []
+        while chunk := reader.read(50):  # small reads cut records across chunks
+            chunks.append(chunk)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    expected = [mirror.csv_line(r) for i, r in enumerate(rows) if i not in (7, 31)]
+    assert sorted(_records(b"".join(chunks).decode())) == sorted(expected)
+    assert (reader.rows, reader.left_out) == (38, 2)
+
+
+def _records(text: str) -> list[str]:
+    """CSV records of `csv_line` (every value quoted, so a record starts at a line that opens
+    with a quote after a line ending outside quotes)."""
+    records, current, quoted = [], "", False
+    for char in text:
+        current += char
+        if char == '"':
+            quoted = not quoted
+        elif char == "\n" and not quoted:
+            records.append(current)
+            current = ""
+    assert current == ""
+    return records
