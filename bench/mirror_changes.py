@@ -2,7 +2,7 @@
 against publishing the same Delta version in full (the staged swap), in the same run.
 
     .venv/bin/python bench/mirror_changes.py --rows 1000000 [--changed 0.01] [--repeats 3]
-    .venv/bin/python bench/mirror_changes.py --render docs/benchmarks/mirror-changes.json
+    .venv/bin/python bench/mirror_changes.py --render docs/benchmarks/publish.json
 
 1. A gold.plan_costs-shaped Delta table with --rows rows (`mirror_throughput.plan_costs_frame`,
    deterministic) is written to a temporary warehouse and published once in full to a dedicated
@@ -19,7 +19,8 @@ against publishing the same Delta version in full (the staged swap), in the same
 3. Reported per pattern: the median and best seconds of each path, their ratio (changes /
    full, medians), and the Spark jobs and tasks of each publish (`lakehouse.spark_cost`).
 
-Results (JSON, markdown, a plot) go to docs/benchmarks/mirror-changes[-TAG].*.
+Results (JSON, markdown, a plot) go to docs/benchmarks/publish[-TAG].* (the summary reads the
+`headline`: the uniform pattern).
 """
 
 from __future__ import annotations
@@ -191,6 +192,15 @@ def main() -> int:
         "equal": equal,
         "runs": runs,
         "patterns": summary,
+        "headline": {
+            "workload": f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
+            "label": "publish the change, median" + ("" if equal else ", NOT equal to full"),
+            "value": summary["uniform"]["changes"]["median_s"],
+            "unit": "s",
+            "baseline_label": "full publish, median",
+            "baseline_value": summary["uniform"]["full"]["median_s"],
+            "higher_is_better": False,
+        },
     }
     write(result, args.tag)
     return 0 if equal else 1
@@ -202,7 +212,7 @@ def write(result: dict[str, Any], tag: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name = "mirror-changes" + (f"-{tag}" if tag else "")
+    name = "publish" + (f"-{tag}" if tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]

@@ -246,6 +246,15 @@ BENCHMARKS: dict[str, Benchmark] = {
             extract_mirror,
         ),  # fmt: skip
         Benchmark(
+            "publish",
+            "mirror_changes.py",
+            ("--rows", "1000000", "--repeats", "3"),
+            ("--rows", "2000", "--repeats", "1", "--driver-memory", "2g", "--tag", QUICK),
+            "data",
+            "publish.json",
+            extract_declared,
+        ),
+        Benchmark(
             "standalone",
             "standalone_gold.py",
             ("--plans", "20000"),

@@ -384,8 +384,9 @@ def arrow_batches(frame: DataFrame) -> Iterator[Any]:
     PySpark 3.5 has no public streaming Arrow collect: this is its `_collect_as_arrow` without
     the list (order does not matter to COPY, memory does) and checks the job's outcome when the
     stream ends. Against `toLocalIterator` (one job per partition, rows pickled one by one) all
-    partitions are computed at once and nothing is done per row in Python: the export of 200,000
-    plan_costs rows took 0.90 s against 1.31-1.58 s (docs/benchmarks/README.md, mirror)."""
+    partitions are computed at once and nothing is done per row in Python: exporting 200,000
+    plan_costs rows took 1.25 s against 1.50 s, with 0.1 CPU-s of Python against 0.5
+    (docs/benchmarks/README.md, mirror)."""
     import pyarrow as pa
     from pyspark.errors.exceptions.captured import unwrap_spark_exception
     from pyspark.rdd import _load_from_socket
