@@ -47,7 +47,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from lakehouse import clients, io
+from lakehouse import clients, commits, io
 from lakehouse.config import Config
 from lakehouse.tables import (
     COST_TRENDS,
@@ -99,26 +99,9 @@ ROW_KEYS: dict[str, RowKey] = {
     QUALITY_RESULTS_TABLE.name: RowKey(("run_id",), unique=False),
 }
 
-# Delta operations whose change feed is exactly what changed; anything else since the
-# mirrored version (an overwrite, a replace, a restore, a schema or property change) makes the
-# next publish a full swap. WRITE and STREAMING UPDATE count only when they append.
-_ROW_CHANGES = frozenset({"MERGE", "DELETE", "UPDATE"})
-_APPENDS = frozenset({"WRITE", "STREAMING UPDATE"})
-_NO_DATA_CHANGE = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
-
 # Beyond this share of the mirrored rows changed, the staged swap is cheaper than deleting and
 # re-inserting them in the live indexed table, and it leaves no dead tuples behind.
 MAX_CHANGED_SHARE = 0.5
-# The rows each operation reports changing in its commit's operationMetrics: their sum bounds
-# the keys in the change feed, known before any Spark job.
-_CHANGE_METRICS = (
-    "numTargetRowsInserted",
-    "numTargetRowsUpdated",
-    "numTargetRowsDeleted",
-    "numOutputRows",
-    "numDeletedRows",
-    "numUpdatedRows",
-)
 # The change feed's images that carry a key's new row.
 _NEW_ROW_IMAGES = ("insert", "update_postimage")
 
@@ -210,36 +193,15 @@ class Published:
         )
 
 
-def _operation(info: dict[str, Any]) -> str:
-    """WRITE (Overwrite), MERGE, ...: the commit's operation as history() shows it."""
-    parameters = info.get("operationParameters") or {}
-    mode = parameters.get("mode") or parameters.get("outputMode")
-    return f"{info.get('operation')}" + (f" ({mode})" if mode else "")
-
-
-def _rows_changed(info: dict[str, Any]) -> int:
-    metrics = info.get("operationMetrics") or {}
-    return sum(int(metrics.get(name, 0)) for name in _CHANGE_METRICS)
-
-
-def _is_row_change(info: dict[str, Any]) -> bool:
-    operation = info.get("operation")
-    if operation in _ROW_CHANGES or operation in _NO_DATA_CHANGE:
-        return True
-    parameters = info.get("operationParameters") or {}
-    mode = parameters.get("mode") or parameters.get("outputMode")
-    return operation in _APPENDS and mode == "Append"
-
-
 def choose_publish(
     table_name: str,
     mirrored: MirrorState | None,
     table_id: str,
     version: int,
     columns_match: bool,
-    commits: Sequence[tuple[int, dict[str, Any] | None]],
+    history: Sequence[commits.Commit],
 ) -> PublishChoice:
-    """How to publish `version` of the table (see the module doc). `commits`: the commitInfo of
+    """How to publish `version` of the table (see the module doc). `history`: the commitInfo of
     each version after the mirrored one up to `version` (None where the log no longer holds
     it); `columns_match`: the mirrored table's columns are the Delta schema's."""
     if mirrored is not None and (mirrored.table_id, mirrored.version) == (table_id, version):
@@ -254,12 +216,10 @@ def choose_publish(
         return PublishChoice(PublishMode.FULL, f"the mirror is at v{mirrored.version}, ahead")
     if not columns_match:
         return PublishChoice(PublishMode.FULL, "the mirrored columns differ from the schema")
-    for number, info in commits:
-        if info is None:
-            return PublishChoice(PublishMode.FULL, f"commit v{number} is no longer in the log")
-        if not _is_row_change(info):
-            return PublishChoice(PublishMode.FULL, f"v{number} is a {_operation(info)}")
-    changed = sum(_rows_changed(info) for _, info in commits if info is not None)
+    rebuilt = commits.first_rebuild(history)
+    if rebuilt is not None:
+        return PublishChoice(PublishMode.FULL, rebuilt)
+    changed = sum(commits.rows_changed(info) for _, info in history if info is not None)
     if changed > MAX_CHANGED_SHARE * max(mirrored.rows, 1):
         return PublishChoice(
             PublishMode.FULL,
@@ -517,19 +477,16 @@ def publish_table(spark: SparkSession, config: Config, table: Table) -> Publishe
                 _prepare(cur, serving.schema, table)
                 mirrored = _mirrored_state(cur, serving.schema, table.name)
                 exists = _exists(cur, qualified)
-                commits = []
+                history = []
                 if mirrored is not None and table.name in ROW_KEYS:
-                    commits = [
-                        (v, io.commit_info(spark, config, table, v))
-                        for v in range(mirrored.version + 1, version + 1)
-                    ]
+                    history = commits.since(spark, config, table, mirrored.version, version)
                 choice = choose_publish(
                     table.name,
                     mirrored if exists else None,
                     table_id,
                     version,
                     exists and _columns(cur, qualified) == expected_columns(table.schema),
-                    commits,
+                    history,
                 )
                 if choice.mode is PublishMode.UNCHANGED:
                     return Published(
