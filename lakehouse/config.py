@@ -198,6 +198,10 @@ class AlertConfig:
     attempts: int = 3
 
 
+# datetime.weekday() order: WEEKDAYS[now.weekday()] is today's name.
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
 @dataclass(frozen=True)
 class QualityConfig:
     """Data quality suites, their history, freshness SLAs and alerts (`lakehouse quality ...`)."""
@@ -217,6 +221,12 @@ class QualityConfig:
     gold_max_age_minutes: float = 1560.0
     # error: a breach blocks publishing; warning: only reported.
     freshness_severity: str = "error"
+    # Row-level rules (completeness, uniqueness, ranges, references) check only the rows changed
+    # since the table's last clean check, read from its change feed; the aggregate, anomaly and
+    # freshness rules still see the whole table. Every table is checked in full on
+    # `full_pass_weekday` (UTC), and whenever its history allows no narrower pass.
+    changed_rows_only: bool = True
+    full_pass_weekday: str = "sunday"
     alerts: AlertConfig = field(default_factory=AlertConfig)
 
 
@@ -579,6 +589,11 @@ def _check_quality(quality: QualityConfig, source: str) -> None:
         raise ConfigError(
             f"{source}: quality.freshness_severity must be error or warning, "
             f"got {quality.freshness_severity!r}"
+        )
+    if quality.full_pass_weekday not in WEEKDAYS:
+        raise ConfigError(
+            f"{source}: quality.full_pass_weekday must be one of {', '.join(WEEKDAYS)}, "
+            f"got {quality.full_pass_weekday!r}"
         )
     alerts = quality.alerts
     if alerts.webhook_url and urlsplit(alerts.webhook_url).scheme not in ("http", "https"):

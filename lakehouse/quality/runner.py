@@ -38,6 +38,14 @@ from lakehouse.quality.rules import (
     Satisfies,
     Unique,
 )
+from lakehouse.quality.scope import (
+    ROW_RULES,
+    Scope,
+    changed_rows,
+    plan_scope,
+    record_clean_check,
+    unique_key,
+)
 from lakehouse.quality.suites import Suite
 from lakehouse.tables import QUALITY_METRICS_TABLE, QUALITY_RESULTS_TABLE, TABLES_BY_NAME
 
@@ -120,25 +128,40 @@ def run_quality(
     gets one line per table checked."""
     run_at = (now or datetime.now(UTC)).astimezone(UTC)
     run = QualityRun(f"{run_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}", run_at)
+    clean: list[tuple[Suite, Scope]] = []
     for number, suite in enumerate(suites, start=1):
         started = time.monotonic()
-        results, metrics = run_suite(spark, config, suite, run_at)
+        scope = (
+            plan_scope(spark, config, suite, run_at)
+            if io.table_exists(spark, config, suite.table)
+            else None
+        )
+        results, metrics = run_suite(spark, config, suite, run_at, scope)
         run.results.extend(results)
         run.metrics.extend(metrics)
         failed = sum(not r.passed for r in results)
+        row_rules = {r.name for r in suite.rules if isinstance(r, (*ROW_RULES, Unique))}
+        if scope is not None and all(r.passed for r in results if r.check in row_rules):
+            clean.append((suite, scope))
+        checked = "" if scope is None else f"; {scope.reason}"
         progress(
             f"[{number}/{len(suites)}] {suite.table.name}: {len(results)} checks, "
-            f"{failed} failed ({time.monotonic() - started:.1f} s)"
+            f"{failed} failed ({time.monotonic() - started:.1f} s{checked})"
         )
     if record:
         record_run(spark, config, run)
+        # after the results are recorded: a run that dies before leaves the rows to check again
+        for suite, scope in clean:
+            record_clean_check(spark, config, suite, scope)
     return run
 
 
 def run_suite(
-    spark: SparkSession, config: Config, suite: Suite, now: datetime
+    spark: SparkSession, config: Config, suite: Suite, now: datetime, scope: Scope | None = None
 ) -> tuple[list[CheckResult], list[Metric]]:
-    """Check one table at its latest version."""
+    """Check one table at its latest version, or at `scope.version` reading what `scope` says:
+    every row (None or a full scope), or the rows changed after `scope.after` for the
+    row-level rules (lakehouse/quality/scope.py)."""
     table = suite.table
 
     def result(
@@ -163,36 +186,94 @@ def run_suite(
 
     if not io.table_exists(spark, config, table):
         return [result(None, False, None, f"{table.path(config)} is not a Delta table yet")], []
-    version = io.latest_version(spark, config, table)
-    frame = io.read_version(spark, config, table, version)
+    version = io.latest_version(spark, config, table) if scope is None else scope.version
+    whole = io.read_version(spark, config, table, version)
+    if scope is None or scope.full:
+        frames = {rule.name: whole for rule in suite.rules}
+        note = ""
+    else:
+        frames = _changed_frames(spark, config, suite, whole, scope)
+        note = f" [{scope.reason}]"
+    # One pass, and one Deequ run, per distinct frame: a full check reads a single frame
+    groups: dict[int, tuple[DataFrame, list[Rule]]] = {}
     for rule in suite.rules:
-        if isinstance(rule, References):
-            ref_table = TABLES_BY_NAME[rule.ref_table]
-            # Read after the checked table's version was pinned: a reference written before
-            # its children (silver.services before plan_services) is never behind them.
-            reference = (
-                io.read_table(spark, config, ref_table)
-                if io.table_exists(spark, config, ref_table)
-                else spark.createDataFrame([], ref_table.schema)
-            )
-            frame = rules.with_reference_flag(frame, rule, reference)
-    frame = frame.persist()
+        groups.setdefault(id(frames[rule.name]), (frames[rule.name], []))[1].append(rule)
+    judged: list[tuple[DataFrame, list[Rule]]] = []
+    for base, group in groups.values():
+        frame = base
+        for rule in group:
+            if isinstance(rule, References):
+                frame = _with_reference(spark, config, frame, rule)
+        judged.append((frame.persist(), group))
     try:
-        deequ_rules = [r for r in suite.rules if rules.metric_key(r) is not None]
-        outcomes, metrics = _verify(spark, config, suite, frame, deequ_rules, version, now)
+        outcomes: dict[str, tuple[bool, float | None, str]] = {}
+        metrics: list[Metric] = []
+        frame_of: dict[str, DataFrame] = {}
+        for frame, group in judged:
+            deequ_rules = [r for r in group if rules.metric_key(r) is not None]
+            found, measured = _verify(spark, config, suite, frame, deequ_rules, version, now)
+            outcomes.update(found)
+            metrics.extend(measured)
+            frame_of.update((r.name, frame) for r in group)
         results = []
         for rule in suite.rules:
+            frame = frame_of[rule.name]
             if isinstance(rule, Freshness):
                 passed, value, message = _freshness(spark, config, suite, frame, rule, now)
             else:
                 passed, value, message = outcomes[rule.name]
+            if isinstance(rule, (*ROW_RULES, Unique)):
+                message += note
             check = result(rule, passed, value, message, version)
             if not passed:
                 check.samples = _samples(frame, rule, config.quality.sample_rows)
             results.append(check)
         return results, metrics
     finally:
-        frame.unpersist()
+        for frame, _ in judged:
+            frame.unpersist()
+
+
+def _changed_frames(
+    spark: SparkSession, config: Config, suite: Suite, whole: DataFrame, scope: Scope
+) -> dict[str, DataFrame]:
+    """The frame each rule of the suite is judged on in a changed-rows pass: the changed rows
+    (row rules), every row sharing a key with them (uniqueness), the whole table (the rest)."""
+    table = suite.table
+    assert scope.after is not None
+    if scope.after == scope.version:
+        changed = spark.createDataFrame([], table.schema)
+    else:
+        feed = io.read_changes(spark, config, table, scope.after, scope.version)
+        if feed is None:
+            raise RuntimeError(f"{table.name}: change feed after v{scope.after} vanished")
+        changed = changed_rows(feed, unique_key(suite.rules))
+    frames: dict[str, DataFrame] = {}
+    for rule in suite.rules:
+        if isinstance(rule, ROW_RULES):
+            frames[rule.name] = changed
+        elif isinstance(rule, Unique):
+            keys = changed.select(*rule.columns).distinct()
+            frames[rule.name] = whole.select(*rule.columns).join(
+                keys, list(rule.columns), "left_semi"
+            )
+        else:
+            frames[rule.name] = whole
+    return frames
+
+
+def _with_reference(
+    spark: SparkSession, config: Config, frame: DataFrame, rule: References
+) -> DataFrame:
+    ref_table = TABLES_BY_NAME[rule.ref_table]
+    # Read after the checked table's version was pinned: a reference written before its
+    # children (silver.services before plan_services) is never behind them.
+    reference = (
+        io.read_table(spark, config, ref_table)
+        if io.table_exists(spark, config, ref_table)
+        else spark.createDataFrame([], ref_table.schema)
+    )
+    return rules.with_reference_flag(frame, rule, reference)
 
 
 @contextmanager

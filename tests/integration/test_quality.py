@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from pyspark.sql.types import (
+    BooleanType,
     DateType,
     DoubleType,
     StringType,
@@ -474,3 +475,101 @@ def test_quality_cli_reports_failures_history_and_profiles(
     assert unknown.returncode == 2
     assert "no quality suite for table 'silver.nope'" in unknown.stderr
     assert os.path.exists(tmp_path / "warehouse/quality/results")
+
+
+def _merge_items(spark, config: Config, rows: list[tuple], deleted: tuple[str, ...] = ()) -> None:
+    """Upsert `rows` by id and delete `deleted`, in one MERGE: a row-by-row change."""
+    source = spark.createDataFrame(
+        [(*r, False) for r in rows] + [(_item(i)[0], *_item(i)[1:], True) for i in deleted],
+        StructType([*ITEMS.schema.fields, StructField("_gone", BooleanType(), False)]),
+    )
+    values = {c: f"s.{c}" for c in ITEMS.schema.fieldNames()}
+    (
+        io.delta_table(spark, config, ITEMS)
+        .alias("t")
+        .merge(source.alias("s"), "t.id = s.id")
+        .whenMatchedDelete(condition="s._gone")
+        .whenMatchedUpdate(set=values)
+        .whenNotMatchedInsert(condition="NOT s._gone", values=values)
+        .execute()
+    )
+
+
+def test_row_rules_read_only_the_changed_rows_until_those_are_clean(
+    spark, config: Config, tmp_path: Path
+) -> None:
+    lake = dataclasses.replace(
+        _lake(config, tmp_path),
+        quality=dataclasses.replace(
+            config.quality, changed_rows_only=True, full_pass_weekday="sunday"
+        ),
+    )
+    _services(spark, lake)
+    suite = Suite(
+        ITEMS,
+        (
+            Complete("kind"),
+            Unique(("id",)),
+            NonNegative("cost"),
+            References("service_id", tables.SERVICES.name, "service_id"),
+            RowCountChange(0.5),
+        ),
+    )
+    monday = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    lines: list[str] = []
+
+    def check(hours: int) -> runner.QualityRun:
+        return runner.run_quality(
+            spark, lake, [suite], monday + timedelta(hours=hours), progress=lines.append
+        )
+
+    def by_check(run: runner.QualityRun) -> dict[str, runner.CheckResult]:
+        return {r.check: r for r in run.results}
+
+    _write(spark, lake, ITEMS, [_item(f"i{n}", cost=float(n)) for n in range(40)])
+    first = check(0)
+    assert lines[-1].endswith("every row: no clean check recorded)")
+    assert all(r.passed for r in first.results)
+
+    # one row turns negative, one new row names an unknown service, 38 rows stay as they were
+    _merge_items(spark, lake, [_item("i3", cost=-1.0), _item("new", service_id="s9")])
+    second = check(1)
+    assert lines[-1].endswith("rows changed in v2..v2)")
+    results = by_check(second)
+    negative = results["non_negative(cost)"]
+    reference = results["references(service_id -> silver.services.service_id)"]
+    # judged on the 2 changed rows: half of them comply, each sample is the offending row
+    assert (negative.passed, negative.value, [s["id"] for s in negative.samples]) == (
+        False, 0.5, ["i3"],
+    )  # fmt: skip
+    assert (reference.passed, reference.value, [s["id"] for s in reference.samples]) == (
+        False, 0.5, ["new"],
+    )  # fmt: skip
+    assert results["complete(kind)"].message == "ok [rows changed in v2..v2]"
+    # the table-wide rule still counts every row
+    assert [m.value for m in second.metrics if m.name == "Size"] == [41.0]
+
+    # nothing changed, but the failed rows are checked again: the clean check did not advance
+    third = check(2)
+    assert lines[-1].endswith("rows changed in v2..v2)")
+    assert not by_check(third)["non_negative(cost)"].passed
+
+    # fixed: the rows changed since the last clean check pass, and the check advances
+    _merge_items(spark, lake, [_item("i3", cost=3.0)], deleted=("new",))
+    fourth = check(3)
+    assert lines[-1].endswith("rows changed in v2..v3)")
+    assert all(r.passed for r in fourth.results)
+    check(4)
+    assert lines[-1].endswith("no change since the clean check of v3)")
+
+    # a new row that repeats an unchanged row's key breaks uniqueness among all rows sharing it
+    io.append(spark.createDataFrame([_item("i5", kind="b")], ITEMS.schema), lake, ITEMS)
+    fifth = check(5)
+    assert lines[-1].endswith("rows changed in v4..v4)")
+    unique = by_check(fifth)["unique(id)"]
+    assert (unique.passed, sorted(s["id"] for s in unique.samples)) == (False, ["i5", "i5"])
+
+    # the weekly full pass reads every row
+    sunday = check(6 * 24)
+    assert lines[-1].endswith("every row: the sunday full pass)")
+    assert not by_check(sunday)["unique(id)"].passed

@@ -124,6 +124,7 @@ REPO_EXPECTED = {
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
         # the tests compare the refresh path with the rebuild, so neither may pick the other
         gold=replace(REPO_BASE.gold, choose_by_cost=False),
+        quality=replace(REPO_BASE.quality, changed_rows_only=False),
     ),
     "prod": replace(
         REPO_BASE,
@@ -828,6 +829,10 @@ def test_bad_api_settings_name_the_key(tmp_path: Path, yaml_text: str, fix: str)
         ("quality:\n  mean_max_change: 0\n", "quality.mean_max_change must be a share"),
         ("quality:\n  gold_max_age_minutes: 0\n", "quality.gold_max_age_minutes must be > 0"),
         ("quality:\n  freshness_severity: fatal\n", "must be error or warning, got 'fatal'"),
+        (
+            "quality:\n  full_pass_weekday: Sun\n",
+            "quality.full_pass_weekday must be one of monday, tuesday",
+        ),
         ("quality:\n  alerts:\n    webhook_url: ftp://x\n", "webhook_url must be an http(s) URL"),
         ("quality:\n  alerts:\n    prefect_block: slack\n", "<block-type-slug>/<block-name>"),
         ("quality:\n  alerts:\n    attempts: 0\n", "attempts >= 1"),
