@@ -217,7 +217,7 @@ def write(result: dict[str, Any], tag: str) -> None:
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     m = result["machine"]
     git = result["git"]
-    commit = git.get("commit", "?")[:7] + ("*" if git.get("dirty") else "")
+    commit = git.get("commit", "?")[:7] + ("*" if git.get("uncommitted") else "")
     lines = [
         f"# Mirror: publish the change vs publish in full ({result['rows']:,} plan_costs rows, "
         f"{result['changed']:.0%} changed)",

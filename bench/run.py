@@ -255,6 +255,15 @@ BENCHMARKS: dict[str, Benchmark] = {
             extract_declared,
         ),
         Benchmark(
+            "quality",
+            "quality_changes.py",
+            ("--rows", "1000000", "--repeats", "3"),
+            ("--rows", "2000", "--repeats", "1", "--driver-memory", "2g", "--tag", QUICK),
+            None,
+            "quality.json",
+            extract_declared,
+        ),
+        Benchmark(
             "standalone",
             "standalone_gold.py",
             ("--plans", "20000"),

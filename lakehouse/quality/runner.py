@@ -188,7 +188,8 @@ def run_suite(
         return [result(None, False, None, f"{table.path(config)} is not a Delta table yet")], []
     version = io.latest_version(spark, config, table) if scope is None else scope.version
     whole = io.read_version(spark, config, table, version)
-    if scope is None or scope.full:
+    full = scope is None or scope.full
+    if full:
         frames = {rule.name: whole for rule in suite.rules}
         note = ""
     else:
@@ -204,7 +205,8 @@ def run_suite(
         for rule in group:
             if isinstance(rule, References):
                 frame = _with_reference(spark, config, frame, rule)
-        judged.append((frame.persist(), group))
+        # a full check's one frame is held for the samples and freshness after Deequ's pass
+        judged.append((frame.persist() if full else frame, group))
     try:
         outcomes: dict[str, tuple[bool, float | None, str]] = {}
         metrics: list[Metric] = []
@@ -230,8 +232,9 @@ def run_suite(
             results.append(check)
         return results, metrics
     finally:
-        for frame, _ in judged:
-            frame.unpersist()
+        if full:
+            for frame, _ in judged:
+                frame.unpersist()
 
 
 def _changed_frames(
@@ -247,7 +250,15 @@ def _changed_frames(
         feed = io.read_changes(spark, config, table, scope.after, scope.version)
         if feed is None:
             raise RuntimeError(f"{table.name}: change feed after v{scope.after} vanished")
-        changed = changed_rows(feed, unique_key(suite.rules))
+        # One commit holds one image per key: only a longer range needs the last one picked
+        # (a shuffle)
+        key = unique_key(suite.rules) if scope.version - scope.after > 1 else ()
+        changed = changed_rows(feed, key)
+    # The table-wide rules read only the columns they name (a row count reads none)
+    needed = sorted(
+        {c for r in suite.rules if isinstance(r, MeanChange | Freshness) for c in [r.column] if c}
+    )
+    table_wide = whole.select(*needed) if needed else whole.select(F.lit(1).alias("_row"))
     frames: dict[str, DataFrame] = {}
     for rule in suite.rules:
         if isinstance(rule, ROW_RULES):
@@ -258,7 +269,7 @@ def _changed_frames(
                 keys, list(rule.columns), "left_semi"
             )
         else:
-            frames[rule.name] = whole
+            frames[rule.name] = table_wide
     return frames
 
 

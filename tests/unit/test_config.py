@@ -124,7 +124,6 @@ REPO_EXPECTED = {
         stack=replace(REPO_BASE.stack, postgres_fsync=False),
         # the tests compare the refresh path with the rebuild, so neither may pick the other
         gold=replace(REPO_BASE.gold, choose_by_cost=False),
-        quality=replace(REPO_BASE.quality, changed_rows_only=False),
     ),
     "prod": replace(
         REPO_BASE,

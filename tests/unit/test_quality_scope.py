@@ -14,7 +14,7 @@ from lakehouse.quality.scope import Checked, changed_rows, choose_scope, unique_
 
 MONDAY = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
 SUNDAY = datetime(2026, 12, 6, 2, 0, tzinfo=UTC)
-ON = QualityConfig()
+ON = QualityConfig(changed_rows_only=True)
 _MERGE = {"operation": "MERGE", "operationParameters": {}}
 _APPEND = {"operation": "WRITE", "operationParameters": {"mode": "Append"}}
 _OVERWRITE = {"operation": "WRITE", "operationParameters": {"mode": "Overwrite"}}
