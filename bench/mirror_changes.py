@@ -29,13 +29,13 @@ import argparse
 import dataclasses
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from changes_vs_full import headline, plot, summarise
 from machine_info import git_state, machine
 from mirror_throughput import content_md5, execute, plan_costs_frame, postgres_settings
 from pyspark.sql import DataFrame, SparkSession
@@ -163,22 +163,7 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
         execute(lake, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
 
-    summary = {}
-    for pattern, pattern_runs in runs.items():
-        paths = {}
-        for path in ("changes", "full"):
-            seconds = [r[path]["seconds"] for r in pattern_runs]
-            last = pattern_runs[-1][path]
-            paths[path] = {
-                "median_s": statistics.median(seconds),
-                "best_s": min(seconds),
-                "rows": last["rows"],
-                "keys": last["keys"],
-                "spark_jobs": last["spark_jobs"],
-                "spark_tasks": last["spark_tasks"],
-            }
-        paths["ratio"] = paths["changes"]["median_s"] / paths["full"]["median_s"]
-        summary[pattern] = paths
+    summary = summarise(runs, ("rows", "keys", "spark_jobs", "spark_tasks"))
     result = {
         "benchmark": "mirror: publish the change vs publish in full",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -192,26 +177,18 @@ def main() -> int:
         "equal": equal,
         "runs": runs,
         "patterns": summary,
-        "headline": {
-            "workload": f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
-            "label": "publish the change, median" + ("" if equal else ", NOT equal to full"),
-            "value": summary["uniform"]["changes"]["median_s"],
-            "unit": "s",
-            "baseline_label": "full publish, median",
-            "baseline_value": summary["uniform"]["full"]["median_s"],
-            "higher_is_better": False,
-        },
+        "headline": headline(
+            f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
+            summary,
+            "publish the change, median" + ("" if equal else ", NOT equal to full"),
+            "full publish, median",
+        ),
     }
     write(result, args.tag)
     return 0 if equal else 1
 
 
 def write(result: dict[str, Any], tag: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     name = "publish" + (f"-{tag}" if tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -248,25 +225,12 @@ def write(result: dict[str, Any], tag: str) -> None:
     ]
     (OUT / f"{name}.md").write_text("\n".join(lines))
 
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    patterns = list(result["patterns"])
-    width = 0.38
-    for offset, path in ((-width / 2, "changes"), (width / 2, "full")):
-        axis.bar(
-            [i + offset for i in range(len(patterns))],
-            [result["patterns"][p][path]["median_s"] for p in patterns],
-            width,
-            label=path,
-        )
-    axis.set_xticks(range(len(patterns)), patterns)
-    axis.set_ylabel("seconds (median)")
-    axis.set_title(
-        f"publish gold.plan_costs, {result['rows']:,} rows, {result['changed']:.0%} changed"
+    plot(
+        result["patterns"],
+        ("changes", "full"),
+        f"publish gold.plan_costs, {result['rows']:,} rows, {result['changed']:.0%} changed",
+        OUT / f"{name}.png",
     )
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(OUT / f"{name}.png", dpi=110)
-    plt.close(figure)
 
 
 if __name__ == "__main__":

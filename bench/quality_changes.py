@@ -26,13 +26,13 @@ import argparse
 import dataclasses
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from changes_vs_full import headline, plot, summarise
 from machine_info import git_state, machine
 from mirror_changes import PATTERNS, changed_rows
 from mirror_throughput import plan_costs_frame
@@ -135,21 +135,7 @@ def main() -> int:
         stop_spark(spark)
         shutil.rmtree(root, ignore_errors=True)
 
-    summary = {}
-    for pattern, pattern_runs in runs.items():
-        paths: dict[str, Any] = {}
-        for path in ("changes", "full"):
-            seconds = [r[path]["seconds"] for r in pattern_runs]
-            last = pattern_runs[-1][path]
-            paths[path] = {
-                "median_s": statistics.median(seconds),
-                "best_s": min(seconds),
-                "spark_jobs": last["spark_jobs"],
-                "spark_tasks": last["spark_tasks"],
-                "scope": last["scope"],
-            }
-        paths["ratio"] = paths["changes"]["median_s"] / paths["full"]["median_s"]
-        summary[pattern] = paths
+    summary = summarise(runs, ("spark_jobs", "spark_tasks", "scope"))
     result = {
         "benchmark": "quality: the changed rows vs every row",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -163,26 +149,18 @@ def main() -> int:
         "equal": equal,
         "runs": runs,
         "patterns": summary,
-        "headline": {
-            "workload": f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
-            "label": "changed rows, median" + ("" if equal else ", verdicts NOT equal"),
-            "value": summary["uniform"]["changes"]["median_s"],
-            "unit": "s",
-            "baseline_label": "full pass, median",
-            "baseline_value": summary["uniform"]["full"]["median_s"],
-            "higher_is_better": False,
-        },
+        "headline": headline(
+            f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
+            summary,
+            "changed rows, median" + ("" if equal else ", verdicts NOT equal"),
+            "full pass, median",
+        ),
     }
     write(result, args.tag)
     return 0 if equal else 1
 
 
 def write(result: dict[str, Any], tag: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     name = "quality" + (f"-{tag}" if tag else "")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -216,28 +194,12 @@ def write(result: dict[str, Any], tag: str) -> None:
     ]
     (OUT / f"{name}.md").write_text("\n".join(lines))
 
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    patterns = list(result["patterns"])
-    width = 0.38
-    for offset, path, label in (
-        (-width / 2, "changes", "changed rows"),
-        (width / 2, "full", "every row"),
-    ):
-        axis.bar(
-            [i + offset for i in range(len(patterns))],
-            [result["patterns"][p][path]["median_s"] for p in patterns],
-            width,
-            label=label,
-        )
-    axis.set_xticks(range(len(patterns)), patterns)
-    axis.set_ylabel("seconds (median)")
-    axis.set_title(
-        f"plan_costs quality suite, {result['rows']:,} rows, {result['changed']:.0%} changed"
+    plot(
+        result["patterns"],
+        ("changed rows", "every row"),
+        f"plan_costs quality suite, {result['rows']:,} rows, {result['changed']:.0%} changed",
+        OUT / f"{name}.png",
     )
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(OUT / f"{name}.png", dpi=110)
-    plt.close(figure)
 
 
 if __name__ == "__main__":
