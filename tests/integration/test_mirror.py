@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -170,12 +171,10 @@ def test_one_value_postgresql_cannot_hold_leaves_out_its_row_not_the_table(
     assert sorted(org for (org,) in mirrored) == ["example.org", "other.org"]
 
 
-def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
-    _plan_costs(spark, lake, 2000, plan_version=1)
-    mirror.publish_table(spark, lake, tables.PLAN_COSTS)
-    _plan_costs(spark, lake, 6000, plan_version=2)
-
-    seen: list[tuple[int, int, int]] = []
+def _read_while(lake: Config, query: str, action: Callable[[], object]) -> list[tuple]:
+    """What `query` returned, run over and over by a reader of its own (autocommit, so each
+    run sees the latest commit) from before `action` starts until after it ended."""
+    seen: list[tuple] = []
     stop = threading.Event()
 
     def poll() -> None:
@@ -184,10 +183,7 @@ def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
         try:
             with conn.cursor() as cur:
                 while not stop.is_set():
-                    cur.execute(
-                        f"SELECT count(*), min(plan_version), max(plan_version) "
-                        f"FROM {lake.serving.schema}.plan_costs"
-                    )
+                    cur.execute(query)
                     seen.append(cur.fetchone())
         finally:
             conn.close()
@@ -196,11 +192,24 @@ def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
     reader.start()
     try:
         time.sleep(0.3)
-        mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+        action()
         time.sleep(0.3)
     finally:
         stop.set()
         reader.join(timeout=30)
+    return seen
+
+
+def test_readers_never_see_a_partial_table(spark, lake: Config) -> None:
+    _plan_costs(spark, lake, 2000, plan_version=1)
+    mirror.publish_table(spark, lake, tables.PLAN_COSTS)
+    _plan_costs(spark, lake, 6000, plan_version=2)
+
+    query = (
+        "SELECT count(*), min(plan_version), max(plan_version) "
+        f"FROM {lake.serving.schema}.plan_costs"
+    )
+    seen = _read_while(lake, query, lambda: mirror.publish_table(spark, lake, tables.PLAN_COSTS))
     assert set(seen) == {(2000, 1, 1), (6000, 2, 2)}
     # old, then new: never back, never in between
     switch = seen.index((6000, 2, 2))
@@ -232,32 +241,18 @@ def test_changed_plans_are_applied_to_the_live_table_in_one_transaction(
     deleted = [f"p-{n:05d}" for n in range(300, 350)]
     _merge_plan_costs(spark, lake, updated + new, [r[0] for r in updated + new] + deleted)
 
-    seen: set[tuple[int, int]] = set()
-    stop = threading.Event()
+    applied = None
 
-    def poll() -> None:
-        conn = clients.pg_connect(lake)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                while not stop.is_set():
-                    cur.execute(
-                        "SELECT count(*), count(*) FILTER (WHERE plan_version = 2) "
-                        f"FROM {lake.serving.schema}.plan_costs"
-                    )
-                    seen.add(cur.fetchone())
-        finally:
-            conn.close()
-
-    reader = threading.Thread(target=poll, daemon=True)
-    reader.start()
-    try:
-        time.sleep(0.3)
+    def publish() -> None:
+        nonlocal applied
         applied = mirror.publish_table(spark, lake, tables.PLAN_COSTS)
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        reader.join(timeout=30)
+
+    query = (
+        "SELECT count(*), count(*) FILTER (WHERE plan_version = 2) "
+        f"FROM {lake.serving.schema}.plan_costs"
+    )
+    seen = set(_read_while(lake, query, publish))
+    assert applied is not None
     merged_at = io.latest_version(spark, lake, tables.PLAN_COSTS)
     assert (applied.mode, applied.reason) == (
         "changes",
