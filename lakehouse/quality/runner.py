@@ -131,11 +131,8 @@ def run_quality(
     clean: list[tuple[Suite, Scope]] = []
     for number, suite in enumerate(suites, start=1):
         started = time.monotonic()
-        scope = (
-            plan_scope(spark, config, suite, run_at)
-            if io.table_exists(spark, config, suite.table)
-            else None
-        )
+        narrow = config.quality.changed_rows_only and io.table_exists(spark, config, suite.table)
+        scope = plan_scope(spark, config, suite, run_at) if narrow else None
         results, metrics = run_suite(spark, config, suite, run_at, scope)
         run.results.extend(results)
         run.metrics.extend(metrics)

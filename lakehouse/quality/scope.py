@@ -94,15 +94,13 @@ def choose_scope(
     history: Sequence[commits.Commit],
     now: datetime,
 ) -> Scope:
-    """The scope of a run at `now` (see the module doc); `history`: the commits after the last
-    clean check up to `version`."""
+    """The scope of a run at `now` with `quality.changed_rows_only` on (see the module doc);
+    `history`: the commits after the last clean check up to `version`."""
 
     def full(reason: str) -> Scope:
         return Scope(table_id, version, None, reason)
 
     today = WEEKDAYS[now.weekday()]
-    if not quality.changed_rows_only:
-        return full("every row: quality.changed_rows_only is off")
     if today == quality.full_pass_weekday:
         return full(f"every row: the {today} full pass")
     if checked is None:

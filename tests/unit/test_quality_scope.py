@@ -27,8 +27,6 @@ _AT_4 = Checked("id-1", 4, "suite-a")
         (ON, _AT_4, ("id-1", 6), [(5, _MERGE), (6, _APPEND)], MONDAY,
          (4, "rows changed in v5..v6")),
         (ON, _AT_4, ("id-1", 4), [], MONDAY, (4, "no change since the clean check of v4")),
-        (dataclasses.replace(ON, changed_rows_only=False), _AT_4, ("id-1", 5), [(5, _MERGE)],
-         MONDAY, (None, "every row: quality.changed_rows_only is off")),
         (ON, _AT_4, ("id-1", 5), [(5, _MERGE)], SUNDAY, (None, "every row: the sunday full pass")),
         (dataclasses.replace(ON, full_pass_weekday="monday"), _AT_4, ("id-1", 5), [(5, _MERGE)],
          SUNDAY, (4, "rows changed in v5..v5")),
