@@ -9,9 +9,10 @@ Each table is published atomically, in one of two ways (`choose_publish` says wh
   live table their rows are deleted, their current rows COPYed in and the version recorded.
 - **full**: a staged swap, for the first publish, a rebuild (an overwrite), a re-created table,
   a schema change, a change feed no longer available, or more than `MAX_CHANGED_SHARE` of the
-  keys changed. In one transaction: create a staging table with explicitly mapped column
-  types, COPY the pinned Delta version into it, build its indexes, drop the old table, rename
-  the staging table into its place, grant the BI role read access and record the version.
+  rows changed (the commits' own metrics). In one transaction: create a staging table with
+  explicitly mapped column types, COPY the pinned Delta version into it, build its indexes,
+  drop the old table, rename the staging table into its place, grant the BI role read access
+  and record the version.
 
 Either way readers see the old complete table until the commit and the new one after it.
 Publishing a Delta version that is already mirrored does nothing; publishers of one table
@@ -147,8 +148,6 @@ class MirrorState:
 class PublishChoice:
     mode: PublishMode
     reason: str
-    # CHANGES: the mirrored version; the change feed is read from the next one on
-    after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -227,9 +226,7 @@ def choose_publish(
             f"{mirrored.rows:,} mirrored",
         )
     return PublishChoice(
-        PublishMode.CHANGES,
-        f"v{mirrored.version + 1}..v{version} change rows by key",
-        after=mirrored.version,
+        PublishMode.CHANGES, f"v{mirrored.version + 1}..v{version} change rows by key"
     )
 
 
