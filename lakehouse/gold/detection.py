@@ -28,7 +28,6 @@ from lakehouse.gold.refresh import (
     Refresh,
     Watermark,
     begin_refresh,
-    cheaper_to_refresh,
     collect_plan_ids,
     current_version,
     finished,
@@ -36,6 +35,7 @@ from lakehouse.gold.refresh import (
     overwrite,
     replace_rows,
     stamped,
+    unless_cheaper_to_rebuild,
     with_keys,
 )
 from lakehouse.tables import PLAN_ANOMALIES, PLAN_COSTS
@@ -295,10 +295,7 @@ def refresh_plan_anomalies(spark: SparkSession, config: Config, full: bool = Fal
     if mark is not None:
         feed = io.read_changes(spark, config, PLAN_COSTS, mark.sources[PLAN_COSTS.name], version)
         changed = None if feed is None else collect_plan_ids(feed, config)
-    if changed is not None and not cheaper_to_refresh(
-        spark, config, PLAN_ANOMALIES, result, len(changed)
-    ):
-        changed = None
+    changed = unless_cheaper_to_rebuild(spark, config, PLAN_ANOMALIES, result, changed)
     keys = None
     if changed is not None:
         keys = keys_frame(spark, "plan_id", changed)
