@@ -135,14 +135,10 @@ def rename_path(spark: SparkSession, source: str, target: str) -> None:
             raise OSError(f"could not rename {source} to {target}")
 
 
-def table_id(spark: SparkSession, config: Config, table: Table) -> str:
-    """The Delta table's id: new when the table is re-created, unlike its version numbers."""
-    return str(delta_table(spark, config, table).detail().select("id").first()["id"])
-
-
 def snapshot_identity(spark: SparkSession, config: Config, table: Table) -> tuple[str, int]:
-    """(table id, latest version) from one update of the transaction log on the driver: what
-    `table_id` and `latest_version` answer, without `detail()`'s Spark job."""
+    """(table id, latest version) from one update of the transaction log on the driver. The id
+    is new when the table is re-created, unlike its version numbers; `detail()` would answer it
+    with a Spark job."""
     snapshot = _updated_snapshot(spark, config, table)
     version = int(snapshot.version())
     assert version >= 0, f"{table.name} has no commits"
