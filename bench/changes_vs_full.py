@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import statistics
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from machine_info import git_state
 
 PATHS = ("changes", "full")
 
@@ -29,6 +32,42 @@ def summarise(
         paths["ratio"] = paths["changes"]["median_s"] / paths["full"]["median_s"]
         summary[pattern] = paths
     return summary
+
+
+def record(
+    benchmark: str,
+    method: str | None,
+    args: Any,
+    machine: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    equal: bool,
+    kept: tuple[str, ...],
+    labels: tuple[str, str],
+) -> dict[str, Any]:
+    """The result file's content: the run's parameters (`args`: rows, changed, files, repeats),
+    every run, the summary per pattern and the headline, labelled `labels` (the change's path
+    when equal, and the full path's)."""
+    summary = summarise(runs, kept)
+    return {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_state(),
+        "machine": machine,
+        "method": method,
+        "rows": args.rows,
+        "changed": args.changed,
+        "files": args.files,
+        "repeats": args.repeats,
+        "equal": equal,
+        "runs": runs,
+        "patterns": summary,
+        "headline": headline(
+            f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
+            summary,
+            labels[0],
+            labels[1],
+        ),
+    }
 
 
 def headline(

@@ -31,12 +31,11 @@ import json
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from changes_vs_full import headline, plot, summarise
-from machine_info import git_state, machine
+from changes_vs_full import plot, record
+from machine_info import machine
 from mirror_throughput import content_md5, execute, plan_costs_frame, postgres_settings
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -163,27 +162,19 @@ def main() -> int:
         shutil.rmtree(root, ignore_errors=True)
         execute(lake, f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
 
-    summary = summarise(runs, ("rows", "keys", "spark_jobs", "spark_tasks"))
-    result = {
-        "benchmark": "mirror: publish the change vs publish in full",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": git_state(),
-        "machine": {**machine(), "postgres": pg},
-        "method": __doc__,
-        "rows": args.rows,
-        "changed": args.changed,
-        "files": args.files,
-        "repeats": args.repeats,
-        "equal": equal,
-        "runs": runs,
-        "patterns": summary,
-        "headline": headline(
-            f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
-            summary,
+    result = record(
+        "mirror: publish the change vs publish in full",
+        __doc__,
+        args,
+        {**machine(), "postgres": pg},
+        runs,
+        equal,
+        ("rows", "keys", "spark_jobs", "spark_tasks"),
+        (
             "publish the change, median" + ("" if equal else ", NOT equal to full"),
             "full publish, median",
         ),
-    }
+    )
     write(result, args.tag)
     return 0 if equal else 1
 

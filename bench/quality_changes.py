@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from changes_vs_full import headline, plot, summarise
-from machine_info import git_state, machine
+from changes_vs_full import plot, record
+from machine_info import machine
 from mirror_changes import PATTERNS, changed_rows
 from mirror_throughput import plan_costs_frame
 from pyspark.sql import SparkSession
@@ -143,27 +143,16 @@ def main() -> int:
         stop_spark(spark)
         shutil.rmtree(root, ignore_errors=True)
 
-    summary = summarise(runs, ("spark_jobs", "spark_tasks", "scope"))
-    result = {
-        "benchmark": "quality: the changed rows vs every row",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": git_state(),
-        "machine": machine(),
-        "method": __doc__,
-        "rows": args.rows,
-        "changed": args.changed,
-        "files": args.files,
-        "repeats": args.repeats,
-        "equal": equal,
-        "runs": runs,
-        "patterns": summary,
-        "headline": headline(
-            f"{args.rows:,} plan_costs rows, {args.changed:.0%} changed (uniform)",
-            summary,
-            "changed rows, median" + ("" if equal else ", verdicts NOT equal"),
-            "full pass, median",
-        ),
-    }
+    result = record(
+        "quality: the changed rows vs every row",
+        __doc__,
+        args,
+        machine(),
+        runs,
+        equal,
+        ("spark_jobs", "spark_tasks", "scope"),
+        ("changed rows, median" + ("" if equal else ", verdicts NOT equal"), "full pass, median"),
+    )
     write(result, args.tag)
     return 0 if equal else 1
 
