@@ -38,7 +38,7 @@ from lakehouse.config import PROJECT_ROOT, Config, load_config
 from lakehouse.gold import detection, refresh
 from lakehouse.gold.refresh import Refresh
 from lakehouse.spark import build_spark, stop_spark
-from lakehouse.tables import GOLD_TABLES
+from lakehouse.tables import GOLD_STATE_TABLES, GOLD_TABLES
 
 OUT = PROJECT_ROOT / "docs" / "benchmarks"
 
@@ -71,13 +71,16 @@ def run_stages(spark, config: Config, full: bool) -> dict[str, dict]:
 
 
 def versions(spark, config: Config) -> dict[str, int]:
-    return {t.name: refresh.current_version(spark, config, t) for t in GOLD_TABLES}
+    return {
+        t.name: refresh.current_version(spark, config, t)
+        for t in (*GOLD_TABLES, *GOLD_STATE_TABLES)
+    }
 
 
 def same_content(spark, config: Config, before: dict[str, int], after: dict[str, int]) -> bool:
     """Each gold table at two versions holds the same rows (scored_at aside), compared in Spark
     (a million rows do not belong on the driver)."""
-    for table in GOLD_TABLES:
+    for table in (*GOLD_TABLES, *GOLD_STATE_TABLES):
         old = io.read_version(spark, config, table, before[table.name]).drop("scored_at")
         new = io.read_version(spark, config, table, after[table.name]).drop("scored_at")
         if old.exceptAll(new).limit(1).count() or new.exceptAll(old).limit(1).count():

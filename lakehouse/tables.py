@@ -12,6 +12,7 @@ from pyspark.sql.types import (
     BinaryType,
     BooleanType,
     DateType,
+    DecimalType,
     DoubleType,
     IntegerType,
     LongType,
@@ -273,6 +274,20 @@ GOLD_SERVICE_PATTERNS = _struct(
     ("deductible_mean", DoubleType(), True),
 )
 
+# What gold.service_patterns is derived from, maintained by contribution: one row per service,
+# copay and link name among live plans' links. plans_counted counts each (plan, service) on one
+# row only (lakehouse/gold/services.py: to_link_counts), so it sums to the plans using a service.
+GOLD_SERVICE_LINK_COUNTS = _struct(
+    ("service_id", StringType(), False),
+    ("copay", DoubleType(), True),
+    ("service_name", StringType(), True),
+    ("links", LongType(), False),
+    # Decimal: a sum an increment subtracts from must be exact (doubles drift).
+    ("deductible_sum", DecimalType(38, 6), False),
+    ("deductible_n", LongType(), False),
+    ("plans_counted", LongType(), False),
+)
+
 # One row per unordered service pair (service_a < service_b) linked together by any live plan:
 # the exact co-occurrence counts gold.service_pairs is computed from, maintained incrementally.
 GOLD_SERVICE_PAIR_COUNTS = _struct(
@@ -403,6 +418,9 @@ SERVICE_PAIR_COUNTS = Table(
     properties=_MERGED,
 )
 SERVICE_PAIRS = Table("gold.service_pairs", "gold/service_pairs", GOLD_SERVICE_PAIRS)
+SERVICE_LINK_COUNTS = Table(
+    "gold.service_link_counts", "gold/service_link_counts", GOLD_SERVICE_LINK_COUNTS
+)
 PLAN_ANOMALIES = Table(
     "gold.plan_anomalies", "gold/plan_anomalies", GOLD_PLAN_ANOMALIES, properties=_MERGED
 )
@@ -415,6 +433,8 @@ GOLD_TABLES = (
     SERVICE_PAIRS,
     PLAN_ANOMALIES,
 )
+# Gold's own state: kept for refreshes, neither served nor mirrored.
+GOLD_STATE_TABLES = (SERVICE_LINK_COUNTS,)
 
 QUALITY_RESULTS_TABLE = Table("quality.results", "quality/results", QUALITY_RESULTS)
 QUALITY_METRICS_TABLE = Table("quality.metrics", "quality/metrics", QUALITY_METRICS)
@@ -445,6 +465,7 @@ MAINTAINED_TABLES = (
     PLAN_EVENTS,
     *SILVER_TABLES,
     *GOLD_TABLES,
+    *GOLD_STATE_TABLES,
     RECONCILIATION,
     QUALITY_RESULTS_TABLE,
     QUALITY_METRICS_TABLE,

@@ -34,6 +34,7 @@ from lakehouse.tables import (
     PLAN_COSTS,
     PLAN_SERVICES,
     PLANS,
+    SERVICE_LINK_COUNTS,
     SERVICE_PAIR_COUNTS,
     SERVICE_PAIRS,
     SERVICE_PATTERNS,
@@ -437,24 +438,65 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
 def refresh_service_tables(
     spark: SparkSession, config: Config, full: bool = False
 ) -> list[Refresh]:
-    """gold.service_patterns, gold.service_pair_counts and gold.service_pairs from silver."""
+    """gold.service_pair_counts and gold.service_link_counts by contribution from silver, then
+    gold.service_patterns and gold.service_pairs derived whole from them."""
     sources = _silver_versions(spark, config)
-    plans_now = io.read_version(spark, config, PLANS, sources[PLANS.name])
-    links_now = services.live_links(
-        plans_now, io.read_version(spark, config, PLAN_SERVICES, sources[PLAN_SERVICES.name])
-    )
-    count = services.live_plan_count(plans_now).first()
+    links = ServiceLinks(spark, config, sources)
+    count = services.live_plan_count(links.plans_now).first()
     live_plans = spark.createDataFrame([(count[0] if count else 0,)], _LIVE_PLANS_SCHEMA)
-    changed = ChangedPlans(spark, config, sources)
-    results = [
-        _refresh_pair_counts(spark, config, changed, links_now, full),
-        _refresh_patterns(spark, config, changed, links_now, live_plans, full),
-    ]
+    try:
+        results = [
+            _refresh_pair_counts(spark, config, links, full),
+            _refresh_link_counts(spark, config, links, full),
+            _refresh_patterns(spark, config, sources, live_plans, full),
+        ]
+    finally:
+        links.release()
     results.append(_refresh_pairs(spark, config, live_plans, full))
     return results
 
 
 _LIVE_PLANS_SCHEMA = StructType([StructField("live_plans", LongType(), False)])
+
+
+class ServiceLinks:
+    """The live links of silver at one run's versions, and of the plans changed since a
+    watermark before and after the change: selected once per watermark and kept in memory for
+    the run (both tables maintained by contribution usually share a watermark; selecting a
+    changed plan's links reads all of silver at each version)."""
+
+    def __init__(self, spark: SparkSession, config: Config, now: dict[str, int]) -> None:
+        self.spark = spark
+        self.config = config
+        self.now = now
+        self.changed_plans = ChangedPlans(spark, config, now)
+        self.plans_now = io.read_version(spark, config, PLANS, now[PLANS.name])
+        self.plan_services_now = io.read_version(
+            spark, config, PLAN_SERVICES, now[PLAN_SERVICES.name]
+        )
+        self._changes: dict[tuple[tuple[str, int], ...], tuple[DataFrame, DataFrame]] = {}
+
+    def live(self) -> DataFrame:
+        """Every live link now: what a rebuild reads."""
+        return services.live_links(self.plans_now, self.plan_services_now)
+
+    def before_and_after(self, mark: Watermark, changed: list[str]) -> tuple[DataFrame, DataFrame]:
+        """The live links of the `changed` plans (ChangedPlans.since(mark)) at `mark` and now."""
+        key = tuple(sorted(mark.sources.items()))
+        if key not in self._changes:
+            keys = keys_frame(self.spark, "plan_id", changed)
+            before = _links_before(self.spark, self.config, mark, keys)
+            after = services.live_links(
+                with_keys(self.plans_now, keys), with_keys(self.plan_services_now, keys)
+            )
+            self._changes[key] = (before.persist(), after.persist())
+        return self._changes[key]
+
+    def release(self) -> None:
+        for before, after in self._changes.values():
+            before.unpersist()
+            after.unpersist()
+        self._changes.clear()
 
 
 def _links_before(
@@ -471,80 +513,76 @@ def _links_before(
 
 
 def _refresh_pair_counts(
-    spark: SparkSession,
-    config: Config,
-    changed_plans: ChangedPlans,
-    links_now: DataFrame,
-    full: bool,
+    spark: SparkSession, config: Config, links: ServiceLinks, full: bool
 ) -> Refresh:
     started = time.monotonic()
-    sources = changed_plans.now
-    result, mark = begin_refresh(spark, config, SERVICE_PAIR_COUNTS, sources, full)
+    result, mark = begin_refresh(spark, config, SERVICE_PAIR_COUNTS, links.now, full)
     if result.mode == "up-to-date":
         return result
-    changed = None if mark is None else changed_plans.since(mark)
+    changed = None if mark is None else links.changed_plans.since(mark)
     changed = unless_cheaper_to_rebuild(spark, config, SERVICE_PAIR_COUNTS, result, changed)
-    watermark = Watermark(sources)
+    watermark = Watermark(links.now)
     if changed is None or mark is None:
         result.mode = "full"
-        rows = services.to_pair_counts(services.plan_pairs(links_now))
+        rows = services.to_pair_counts(services.plan_pairs(links.live()))
         overwrite(rows, config, SERVICE_PAIR_COUNTS, watermark)
     else:
         result.keys_changed = len(changed)
-        keys = keys_frame(spark, "plan_id", changed)
-        old = services.plan_pairs(_links_before(spark, config, mark, keys))
-        new = services.plan_pairs(with_keys(links_now, keys))
-        delta = services.pair_count_changes(old, new)
+        before, after = links.before_and_after(mark, changed)
+        delta = services.pair_count_changes(services.plan_pairs(before), services.plan_pairs(after))
         current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
         overwrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
                 watermark)  # fmt: skip
     return finished(spark, config, SERVICE_PAIR_COUNTS, result, started)
 
 
+def _refresh_link_counts(
+    spark: SparkSession, config: Config, links: ServiceLinks, full: bool
+) -> Refresh:
+    started = time.monotonic()
+    result, mark = begin_refresh(spark, config, SERVICE_LINK_COUNTS, links.now, full)
+    if result.mode == "up-to-date":
+        return result
+    changed = None if mark is None else links.changed_plans.since(mark)
+    changed = unless_cheaper_to_rebuild(spark, config, SERVICE_LINK_COUNTS, result, changed)
+    watermark = Watermark(links.now)
+    if changed is None or mark is None:
+        result.mode = "full"
+        overwrite(services.to_link_counts(links.live()), config, SERVICE_LINK_COUNTS, watermark)
+    else:
+        result.keys_changed = len(changed)
+        before, after = links.before_and_after(mark, changed)
+        rows = services.apply_link_count_changes(
+            io.read_table(spark, config, SERVICE_LINK_COUNTS),
+            services.to_link_counts(before),
+            services.to_link_counts(after),
+        )
+        overwrite(rows, config, SERVICE_LINK_COUNTS, watermark)
+    return finished(spark, config, SERVICE_LINK_COUNTS, result, started)
+
+
 def _refresh_patterns(
     spark: SparkSession,
     config: Config,
-    changed_plans: ChangedPlans,
-    links_now: DataFrame,
+    sources: dict[str, int],
     live_plans: DataFrame,
     full: bool,
 ) -> Refresh:
+    """gold.service_patterns is derived whole from gold.service_link_counts (a few rows per
+    service), which the same run has just brought to `sources`: its watermark is theirs."""
     started = time.monotonic()
-    sources = changed_plans.now
-    result, mark = begin_refresh(spark, config, SERVICE_PATTERNS, sources, full)
+    result, _ = begin_refresh(spark, config, SERVICE_PATTERNS, sources, full)
     if result.mode == "up-to-date":
         return result
-    names = io.read_table(spark, config, SERVICES)
-    changed = None if mark is None else changed_plans.since(mark)
-    watermark = Watermark(sources)
-    current = io.read_table(spark, config, SERVICE_PATTERNS)
-    # Each changed plan links several services: once there are as many changed plans as
-    # services, nearly every service is affected and finding out which costs more than
-    # recomputing them all (measured: 53 s against 34 s at 1M plans, 1% changed).
-    if changed is not None and len(changed) >= current.count():
-        changed = None
-    changed = unless_cheaper_to_rebuild(spark, config, SERVICE_PATTERNS, result, changed)
-    if changed is None or mark is None:
-        result.mode = "full"
-        rows = services.to_service_patterns(links_now, names, live_plans)
-        overwrite(rows, config, SERVICE_PATTERNS, watermark)
-    else:
-        keys = keys_frame(spark, "plan_id", changed)
-        before = _links_before(spark, config, mark, keys).select("service_id")
-        after = with_keys(links_now, keys).select("service_id")
-        affected = sorted(r["service_id"] for r in before.unionByName(after).distinct().collect())
-        result.keys_changed = len(changed)  # plans: what the cost estimate scales with
-        services_affected = keys_frame(spark, "service_id", affected)
-        # Medians need every link of a service: affected services are recomputed from silver.
-        recomputed = services.to_service_patterns(
-            with_keys(links_now, services_affected), names, live_plans
-        )
-        # Every share moves with the number of live plans.
-        untouched = services.with_share(
-            with_keys(current, services_affected, how="left_anti"), live_plans
-        )
-        overwrite(recomputed.unionByName(untouched), config, SERVICE_PATTERNS, watermark)
-    return finished(spark, config, SERVICE_PATTERNS, result, started)
+    result.mode = "full"
+    rows = services.patterns_from_link_counts(
+        io.read_table(spark, config, SERVICE_LINK_COUNTS),
+        io.read_table(spark, config, SERVICES),
+        live_plans,
+    )
+    overwrite(rows, config, SERVICE_PATTERNS, Watermark(sources))
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _refresh_pairs(

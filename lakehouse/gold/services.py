@@ -1,18 +1,26 @@
 """Service patterns: which services plans link, what they cost, and which go together.
 
-Pairs are counted exactly (FP-Growth restricted to itemsets of two gives the same counts; the
-tests check that) so that they can be maintained incrementally: a changed plan subtracts the
-pairs of its old service set and adds those of its new one.
+Pairs and links are counted exactly (FP-Growth restricted to itemsets of two gives the same pair
+counts; the tests check that) so that both can be maintained incrementally: a changed plan
+subtracts the pairs and links of its old service set and adds those of its new one. The service
+statistics are then derived from the link counts, a small table, whole.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from lakehouse.tables import GOLD_SERVICE_PAIR_COUNTS, GOLD_SERVICE_PAIRS, GOLD_SERVICE_PATTERNS
+from lakehouse.tables import (
+    GOLD_SERVICE_LINK_COUNTS,
+    GOLD_SERVICE_PAIR_COUNTS,
+    GOLD_SERVICE_PAIRS,
+    GOLD_SERVICE_PATTERNS,
+)
 
 _DECIMALS = 4
+_AMOUNT = GOLD_SERVICE_LINK_COUNTS["deductible_sum"].dataType
+_LINK_COUNT_COLUMNS = GOLD_SERVICE_LINK_COUNTS.fieldNames()
 
 
 def live_links(plans: DataFrame, plan_services: DataFrame) -> DataFrame:
@@ -27,61 +35,93 @@ def live_plan_count(plans: DataFrame) -> DataFrame:
     return plans.where(~F.col("is_deleted")).agg(F.count("*").alias("live_plans"))
 
 
-def to_service_patterns(links: DataFrame, services: DataFrame, live_plans: DataFrame) -> DataFrame:
-    """`live_links` rows + silver.services + `live_plan_count` -> gold.service_patterns: per
-    service its plans, links, share of live plans and copay / deductible statistics. The name
-    comes from silver.services (the latest seen), else from the links.
+def to_link_counts(links: DataFrame) -> DataFrame:
+    """`live_links` rows -> gold.service_link_counts: per (service_id, copay, service_name) the
+    links, the exact (decimal) sum and the count of their deductibles, and plans_counted.
 
-    The links are first counted per (service, copay): copays are few distinct amounts, and exact
-    percentiles over those counts (`percentile`'s frequency argument) equal percentiles over the
-    links, without shipping every link's copay through the percentile's aggregation buffer."""
-    by_copay = links.groupBy("service_id", "copay").agg(
-        F.count("*").alias("_links"),
-        F.sum("deductible").alias("_deductible_sum"),
-        F.count("deductible").alias("_deductible_n"),
+    plans_counted counts each (plan, service) once, on the row of the plan's first link of the
+    service by (copay, service_name): the plans using a service are the sum over its rows, and a
+    plan's share of every column is a function of its own links alone, so that an increment
+    subtracts a changed plan's old links and adds its new ones exactly
+    (`apply_link_count_changes`)."""
+    first = Window.partitionBy("plan_id", "service_id").orderBy("copay", "service_name")
+    return (
+        links.withColumn("_first", F.when(F.row_number().over(first) == 1, 1).otherwise(0))
+        .groupBy("service_id", "copay", "service_name")
+        .agg(
+            F.count("*").alias("links"),
+            F.coalesce(F.sum(F.col("deductible").cast(_AMOUNT)), F.lit(0).cast(_AMOUNT)).alias(
+                "deductible_sum"
+            ),
+            F.count("deductible").alias("deductible_n"),
+            F.sum("_first").cast("long").alias("plans_counted"),
+        )
+        .select(*_LINK_COUNT_COLUMNS)
+    )
+
+
+def apply_link_count_changes(counts: DataFrame, before: DataFrame, after: DataFrame) -> DataFrame:
+    """gold.service_link_counts + `to_link_counts` of the changed plans' links before and after
+    the change -> the new counts: `after` added, `before` subtracted, rows left without a link
+    dropped."""
+    measures = ("links", "deductible_sum", "deductible_n", "plans_counted")
+    subtracted = before.select(
+        "service_id", "copay", "service_name", *((-F.col(m)).alias(m) for m in measures)
+    )
+    return (
+        counts.unionByName(after)
+        .unionByName(subtracted)
+        .groupBy("service_id", "copay", "service_name")
+        .agg(
+            F.sum("links").cast("long").alias("links"),
+            F.sum("deductible_sum").cast(_AMOUNT).alias("deductible_sum"),
+            F.sum("deductible_n").cast("long").alias("deductible_n"),
+            F.sum("plans_counted").cast("long").alias("plans_counted"),
+        )
+        .where(F.col("links") > 0)
+        .select(*_LINK_COUNT_COLUMNS)
+    )
+
+
+def to_service_patterns(links: DataFrame, services: DataFrame, live_plans: DataFrame) -> DataFrame:
+    """`live_links` rows + silver.services + `live_plan_count` -> gold.service_patterns (through
+    `to_link_counts`: what a rebuild computes)."""
+    return patterns_from_link_counts(to_link_counts(links), services, live_plans)
+
+
+def patterns_from_link_counts(
+    counts: DataFrame, services: DataFrame, live_plans: DataFrame
+) -> DataFrame:
+    """gold.service_link_counts + silver.services + `live_plan_count` -> gold.service_patterns:
+    per service its plans, links, share of live plans and copay / deductible statistics. The
+    name comes from silver.services (the latest seen), else from the links.
+
+    Copays are few distinct amounts, so the counts hold a few rows per service, and exact
+    percentiles over them (`percentile`'s frequency argument) equal percentiles over the links.
+    Sums of amounts are taken in decimal: exact, so a refresh and a rebuild agree to the bit."""
+    priced = F.when(F.col("copay").isNotNull(), F.col("links"))
+    copay_sum = F.sum(F.col("copay").cast(_AMOUNT) * F.col("links")).cast("double")
+    deductible_n = F.sum("deductible_n")
+    stats = counts.groupBy("service_id").agg(
+        F.sum("plans_counted").cast("long").alias("plans_using"),
+        F.sum("links").cast("long").alias("links"),
+        F.round(copay_sum / F.sum(priced), _DECIMALS).alias("copay_mean"),
+        F.round(F.expr("percentile(copay, 0.5, links)"), _DECIMALS).alias("copay_median"),
+        F.round(F.expr("percentile(copay, 0.9, links)"), _DECIMALS).alias("copay_p90"),
+        F.round(
+            F.when(deductible_n > 0, F.sum("deductible_sum").cast("double") / deductible_n),
+            _DECIMALS,
+        ).alias("deductible_mean"),
         F.max("service_name").alias("_link_name"),
-    )
-    priced = F.when(F.col("copay").isNotNull(), F.col("_links"))
-    stats = by_copay.groupBy("service_id").agg(
-        F.sum("_links").alias("links"),
-        F.round(F.sum(F.col("copay") * F.col("_links")) / F.sum(priced), _DECIMALS).alias(
-            "copay_mean"
-        ),
-        F.round(F.expr("percentile(copay, 0.5, _links)"), _DECIMALS).alias("copay_median"),
-        F.round(F.expr("percentile(copay, 0.9, _links)"), _DECIMALS).alias("copay_p90"),
-        F.round(F.sum("_deductible_sum") / F.sum("_deductible_n"), _DECIMALS).alias(
-            "deductible_mean"
-        ),
-        F.max("_link_name").alias("_link_name"),
-    )
-    plans_using = (
-        links.select("service_id", "plan_id")
-        .distinct()
-        .groupBy("service_id")
-        .agg(F.count("*").alias("plans_using"))
     )
     names = services.select("service_id", F.col("service_name").alias("_name"))
     return (
-        stats.join(plans_using, "service_id")
-        .join(names, "service_id", "left")
+        stats.join(names, "service_id", "left")
         .crossJoin(live_plans)
         .select(
             "*",
             F.coalesce("_name", "_link_name").alias("service_name"),
             F.round(F.col("plans_using") / F.col("live_plans"), _DECIMALS).alias("share_of_plans"),
-        )
-        .select(*GOLD_SERVICE_PATTERNS.fieldNames())
-    )
-
-
-def with_share(patterns: DataFrame, live_plans: DataFrame) -> DataFrame:
-    """gold.service_patterns rows + `live_plan_count` -> the same rows with share_of_plans
-    recomputed (every share moves when the number of live plans does)."""
-    return (
-        patterns.drop("share_of_plans")
-        .crossJoin(live_plans)
-        .withColumn(
-            "share_of_plans", F.round(F.col("plans_using") / F.col("live_plans"), _DECIMALS)
         )
         .select(*GOLD_SERVICE_PATTERNS.fieldNames())
     )

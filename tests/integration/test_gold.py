@@ -52,6 +52,7 @@ from lakehouse.quality.runner import run_quality
 from lakehouse.spark_cost import Budget, SparkCost
 from lakehouse.tables import (
     COST_TRENDS,
+    GOLD_STATE_TABLES,
     GOLD_TABLES,
     PLAN_ANOMALIES,
     PLAN_COSTS,
@@ -173,12 +174,14 @@ def _gold_content(spark, lake: Config) -> dict[str, list[tuple]]:
         t.name: sorted(
             (tuple(r) for r in io.read_table(spark, lake, t).drop("scored_at").collect()), key=repr
         )
-        for t in GOLD_TABLES
+        for t in (*GOLD_TABLES, *GOLD_STATE_TABLES)
     }
 
 
 def _gold_versions(spark, lake: Config) -> dict[str, int]:
-    return {t.name: refresh.current_version(spark, lake, t) for t in GOLD_TABLES}
+    return {
+        t.name: refresh.current_version(spark, lake, t) for t in (*GOLD_TABLES, *GOLD_STATE_TABLES)
+    }
 
 
 def _change_some_plans(store: PlanStore, rng: random.Random) -> None:

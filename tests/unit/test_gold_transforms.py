@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from lakehouse.tables import (
     GOLD_COST_TRENDS,
     GOLD_PLAN_ANOMALIES,
     GOLD_PLAN_COSTS,
+    GOLD_SERVICE_LINK_COUNTS,
     GOLD_SERVICE_PAIR_COUNTS,
     GOLD_SERVICE_PAIRS,
     GOLD_SERVICE_PATTERNS,
@@ -410,13 +412,98 @@ def test_refresh_costs_take_in_each_run_and_survive_a_round_trip() -> None:
     assert RefreshCosts.from_json('{"full_s": "x"}') == RefreshCosts()
 
 
-def test_with_share_follows_the_live_plan_count(spark: SparkSession) -> None:
-    patterns = _frame(
-        spark, [("s-a", "A", 2, 3, 0.6667, 1.0, 1.0, 1.0, 0.0)], GOLD_SERVICE_PATTERNS
+def test_link_counts_count_each_plan_once_per_service_on_its_first_link(
+    spark: SparkSession,
+) -> None:
+    """Rows per (service, copay, name); a plan linking a service twice counts once, on the row
+    of its lowest (copay, name), nulls first; deductible sums are exact decimals."""
+    plans = _frame(spark, [_plan("p1"), _plan("p2")], SILVER_PLANS)
+    links = _frame(
+        spark,
+        [
+            _link("p1", "ps1", "s-a", 30.0, deductible=0.1),
+            _link("p1", "ps2", "s-a", 10.0, deductible=0.2),  # p1's first s-a link
+            _link("p2", "ps3", "s-a", 30.0, deductible=None),
+            _link("p2", "ps4", "s-a", None, deductible=5.0, name="A"),  # p2's first: null copay
+            _link("p2", "ps5", "s-a", None, deductible=None, name="A"),
+        ],
+        SILVER_PLAN_SERVICES,
     )
-    live = spark.createDataFrame([(8,)], "live_plans long")
-    expected = _frame(spark, [("s-a", "A", 2, 3, 0.25, 1.0, 1.0, 1.0, 0.0)], GOLD_SERVICE_PATTERNS)
-    assert_frames_equal(services.with_share(patterns, live), expected)
+    expected = _frame(
+        spark,
+        [
+            ("s-a", 10.0, "name of s-a", 1, Decimal("0.2"), 1, 1),
+            ("s-a", 30.0, "name of s-a", 2, Decimal("0.1"), 1, 0),
+            ("s-a", None, "A", 2, Decimal("5"), 1, 1),
+        ],
+        GOLD_SERVICE_LINK_COUNTS,
+    )
+    result = services.to_link_counts(services.live_links(plans, links))
+    assert_frames_equal(result, expected)
+
+
+def test_link_counts_changed_by_contribution_equal_the_counts_of_the_new_links(
+    spark: SparkSession,
+) -> None:
+    """A changed plan's old links subtracted and new ones added give what counting every link
+    anew gives: services dropped to no link disappear, new ones appear, a deleted plan takes
+    its links away, the sums stay exact."""
+    before_rows = [
+        _link("p1", "ps1", "s-a", 10.0, deductible=0.1),
+        _link("p1", "ps2", "s-b", 20.0, deductible=0.7),
+        _link("p2", "ps3", "s-a", 10.0, deductible=0.2),
+        _link("p3", "ps4", "s-c", None, deductible=None),
+    ]
+    after_rows = [
+        _link("p1", "ps1", "s-a", 10.0, deductible=0.1),
+        _link("p1", "ps5", "s-d", 15.0, deductible=0.3),  # s-b dropped, s-d added
+        _link("p2", "ps3", "s-a", 10.0, deductible=0.2),
+        # p3 deleted: s-c has no link left
+        _link("p4", "ps6", "s-a", 12.5, deductible=None),  # a new plan
+    ]
+
+    def links(rows: list[tuple], plan_ids: list[str], deleted: tuple[str, ...] = ()) -> DataFrame:
+        plans = [_plan(p, deleted=p in deleted, version=2) for p in plan_ids]
+        return services.live_links(
+            _frame(spark, plans, SILVER_PLANS), _frame(spark, rows, SILVER_PLAN_SERVICES)
+        )
+
+    every_before = links(before_rows, ["p1", "p2", "p3"])
+    every_after = links(after_rows, ["p1", "p2", "p3", "p4"], deleted=("p3",))
+    changed = ["p1", "p3", "p4"]
+    changed_before = every_before.where(F.col("plan_id").isin(changed))
+    changed_after = every_after.where(F.col("plan_id").isin(changed))
+    result = services.apply_link_count_changes(
+        services.to_link_counts(every_before),
+        services.to_link_counts(changed_before),
+        services.to_link_counts(changed_after),
+    )
+    expected = _frame(
+        spark,
+        [
+            ("s-a", 10.0, "name of s-a", 2, Decimal("0.3"), 2, 2),
+            ("s-a", 12.5, "name of s-a", 1, Decimal("0"), 0, 1),
+            ("s-d", 15.0, "name of s-d", 1, Decimal("0.3"), 1, 1),
+        ],
+        GOLD_SERVICE_LINK_COUNTS,
+    )
+    assert_frames_equal(result, expected)
+    assert_frames_equal(services.to_link_counts(every_after), expected)
+    # Nothing changed: the counts stay as they are.
+    unchanged = services.apply_link_count_changes(
+        expected, services.to_link_counts(changed_after), services.to_link_counts(changed_after)
+    )
+    assert_frames_equal(unchanged, expected)
+
+
+def test_service_patterns_from_no_links_are_empty(spark: SparkSession) -> None:
+    empty = _frame(spark, [], GOLD_SERVICE_LINK_COUNTS)
+    live = spark.createDataFrame([(0,)], "live_plans long")
+    names = _frame(spark, [], SILVER_SERVICES)
+    assert_frames_equal(
+        services.patterns_from_link_counts(empty, names, live),
+        _frame(spark, [], GOLD_SERVICE_PATTERNS),
+    )
 
 
 def test_service_pairs_support_confidence_lift(spark: SparkSession) -> None:
