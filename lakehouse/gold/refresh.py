@@ -418,7 +418,9 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         if feed is not None:
             groups = costs.trend_groups(feed).persist()
             result.keys_changed = groups.count()
-            if not cheaper_to_refresh(spark, config, COST_TRENDS, result, result.keys_changed):
+            if _most_trend_groups(spark, config, result) or not cheaper_to_refresh(
+                spark, config, COST_TRENDS, result, result.keys_changed
+            ):
                 groups.unpersist()
                 groups, result.keys_changed = None, None
     if groups is None:
@@ -433,6 +435,25 @@ def refresh_cost_trends(spark: SparkSession, config: Config, full: bool = False)
         overwrite(kept.unionByName(fresh), config, COST_TRENDS, watermark)
         groups.unpersist()
     return finished(spark, config, COST_TRENDS, result, started)
+
+
+# Share of cost_trends' groups changed from which a refresh rebuilds: it recomputes the changed
+# groups and their neighbouring months, at half of the groups that reads most of plan_costs, and
+# its extra passes (the change feed, the kept rows) cost more than the rest saves (measured at
+# 1M plans, 1% changed: 4,443 groups changed, refreshed in 13.8 s against a 9.9 s rebuild).
+_TREND_REBUILD_SHARE = 0.5
+
+
+def _most_trend_groups(spark: SparkSession, config: Config, result: Refresh) -> bool:
+    """Whether `result.keys_changed` trend groups are most of cost_trends (the reason goes on
+    `result` and the log): rebuilding is cheaper then, whatever the measured costs say."""
+    groups = io.read_table(spark, config, COST_TRENDS).count()
+    changed = result.keys_changed or 0
+    if changed < _TREND_REBUILD_SHARE * groups:
+        return False
+    result.choice = f"rebuilt: {changed} of {groups} trend groups changed"
+    log.info("%s: %s", COST_TRENDS.name, result.choice)
+    return True
 
 
 def refresh_service_tables(
