@@ -5,7 +5,8 @@
 1. Silver gets --plans generated plans (bench/silver_fixture.py: the silver apply without Kafka).
 2. Gold is built in full, the anomaly model trained and registered (MLflow, a private SQLite).
 3. --changed of the plans change in silver (9 in 10 re-priced with services added or dropped,
-   1 in 10 deleted).
+   1 in 10 deleted): chosen at random (`--pattern uniform`) or one contiguous range of them
+   (`concentrated`: loaded together, so in few of silver's files).
 4. Incremental: every gold job refreshes from the change feed; each table's wall time is taken.
 5. Full: every gold job rebuilds the same final state (`--full`); each table's wall time again.
 6. The two results are compared row for row (scored_at aside): they must be equal.
@@ -119,6 +120,12 @@ def main() -> int:
     parser.add_argument("--changed", type=float, default=0.01, help="share of plans changed")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument(
+        "--pattern",
+        choices=("uniform", "concentrated"),
+        default="uniform",
+        help="changed plans at random, or one contiguous range of them",
+    )
     parser.add_argument("--driver-memory", default="6g")
     parser.add_argument(
         "--warm-up-plans", type=int, default=2000, help="plans of the warm-up lake (not timed)"
@@ -156,8 +163,16 @@ def main() -> int:
             initial = run_stages(spark, lake, full=True)
         print(f"  first build {time.monotonic() - run_stages_before:.1f}s")
 
-        print(f"silver: changing {args.changed:.1%} of the plans")
-        changed = change_plans(spark, lake, args.seed, args.plans, args.changed, version=2)
+        print(f"silver: changing {args.changed:.1%} of the plans ({args.pattern})")
+        changed = change_plans(
+            spark,
+            lake,
+            args.seed,
+            args.plans,
+            args.changed,
+            version=2,
+            concentrated=args.pattern == "concentrated",
+        )
         print(f"  {changed.events} events")
 
         print("gold: incremental refresh")
@@ -185,6 +200,7 @@ def main() -> int:
         "plans": args.plans,
         "warm_up_plans": args.warm_up_plans,
         "changed_share": args.changed,
+        "pattern": args.pattern,
         "change_events": changed.events,
         "silver_load_s": round(load_s, 1),
         "train_s": round(train_s, 1),
@@ -233,7 +249,7 @@ def write(result: dict, tag: str) -> None:
     m = result["model_metrics"]
     lines = [
         f"# Gold: full rebuild vs incremental refresh ({result['plans']:,} plans, "
-        f"{result['changed_share']:.0%} changed)",
+        f"{result['changed_share']:.0%} changed, {result.get('pattern', 'uniform')})",
         "",
         f"Run {result['date']} on {result['machine']['cores']} cores, "
         f"{result['machine']['memory_gib']} GiB; `bench/gold_incremental.py` (method in its "

@@ -99,7 +99,8 @@ def extract_gold(data: Mapping[str, Any]) -> Headline:
     incremental, full = data["total_incremental_s"], data["total_full_s"]
     equal = "" if data["incremental_equals_full"] else " (NOT equal to the full rebuild)"
     return Headline(
-        workload=f"{data['plans']:,} plans, {data['changed_share']:.0%} changed",
+        workload=f"{data['plans']:,} plans, {data['changed_share']:.0%} changed "
+        f"({data.get('pattern', 'uniform')})",
         figure=f"{incremental:,.1f} s incremental refresh{equal}",
         baseline=f"{full:,.1f} s full rebuild",
         ratio=speed(full / incremental),

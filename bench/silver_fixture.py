@@ -124,12 +124,20 @@ def change_plans(
     fraction: float,
     version: int,
     timer: StepTimer | None = None,
+    concentrated: bool = False,
 ) -> ApplyResult:
     """Change `fraction` of the plans (9 in 10 replaced with a re-priced document that adds or
     drops services, 1 in 10 deleted) as events of `version`, which must be above every earlier
-    version. Documents are derived from each plan's generated form."""
+    version. Documents are derived from each plan's generated form. The plans are chosen at
+    random (uniform), or `concentrated`: one contiguous range of generated plans, which were
+    loaded together and so sit in few files (one organisation's plans edited in one night)."""
     rng = random.Random(f"{seed}:changes:{version}")
-    chosen = rng.sample(range(plans), max(1, round(plans * fraction)))
+    count = max(1, round(plans * fraction))
+    if concentrated:
+        start = rng.randrange(plans - count + 1)
+        chosen = list(range(start, start + count))
+    else:
+        chosen = rng.sample(range(plans), count)
     now = int(time.time() * 1000)
 
     def rows() -> Iterable[dict]:

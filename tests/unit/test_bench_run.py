@@ -116,7 +116,7 @@ def test_gold_incremental_against_the_full_rebuild() -> None:
         "incremental_equals_full": False,
     }
     assert extract_gold(data) == Headline(
-        workload="100,000 plans, 1% changed",
+        workload="100,000 plans, 1% changed (uniform)",
         figure="10.0 s incremental refresh (NOT equal to the full rebuild)",
         baseline="25.0 s full rebuild",
         ratio="2.50x",
@@ -229,8 +229,8 @@ def test_collect_marks_missing_results_and_refuses_unknown_ones(tmp_path: Path) 
         Row(
             "gold",
             "gold-quick.json",
-            Headline("1,000 plans, 5% changed", "4.0 s incremental refresh", "5.0 s full rebuild",
-                     "1.25x"),
+            Headline("1,000 plans, 5% changed (uniform)", "4.0 s incremental refresh",
+                     "5.0 s full rebuild", "1.25x"),
             "2026-11-26",
             "0123456",
         )
