@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
@@ -467,10 +467,18 @@ def refresh_service_tables(
     live_plans = spark.createDataFrame([(count[0] if count else 0,)], _LIVE_PLANS_SCHEMA)
     try:
         results = [
-            _refresh_pair_counts(spark, config, links, full),
-            _refresh_link_counts(spark, config, links, full),
+            _refresh_by_contribution(
+                spark, config, links, full, SERVICE_PAIR_COUNTS,
+                rebuild=lambda live: services.to_pair_counts(services.plan_pairs(live)),
+                update=services.update_pair_counts,
+            ),
+            _refresh_by_contribution(
+                spark, config, links, full, SERVICE_LINK_COUNTS,
+                rebuild=services.to_link_counts,
+                update=services.update_link_counts,
+            ),
             _refresh_patterns(spark, config, sources, live_plans, full),
-        ]
+        ]  # fmt: skip
     finally:
         links.release()
     results.append(_refresh_pairs(spark, config, live_plans, full))
@@ -533,53 +541,33 @@ def _links_before(
     )
 
 
-def _refresh_pair_counts(
-    spark: SparkSession, config: Config, links: ServiceLinks, full: bool
+def _refresh_by_contribution(
+    spark: SparkSession,
+    config: Config,
+    links: ServiceLinks,
+    full: bool,
+    table: Table,
+    rebuild: Callable[[DataFrame], DataFrame],
+    update: Callable[[DataFrame, DataFrame, DataFrame], DataFrame],
 ) -> Refresh:
+    """A service table kept by contribution: rebuilt as `rebuild(every live link)`, or refreshed
+    as `update(its current rows, the changed plans' links before, after)`, written whole."""
     started = time.monotonic()
-    result, mark = begin_refresh(spark, config, SERVICE_PAIR_COUNTS, links.now, full)
+    result, mark = begin_refresh(spark, config, table, links.now, full)
     if result.mode == "up-to-date":
         return result
     changed = None if mark is None else links.changed_plans.since(mark)
-    changed = unless_cheaper_to_rebuild(spark, config, SERVICE_PAIR_COUNTS, result, changed)
+    changed = unless_cheaper_to_rebuild(spark, config, table, result, changed)
     watermark = Watermark(links.now)
     if changed is None or mark is None:
         result.mode = "full"
-        rows = services.to_pair_counts(services.plan_pairs(links.live()))
-        overwrite(rows, config, SERVICE_PAIR_COUNTS, watermark)
+        overwrite(rebuild(links.live()), config, table, watermark)
     else:
         result.keys_changed = len(changed)
         before, after = links.before_and_after(mark, changed)
-        delta = services.pair_count_changes(services.plan_pairs(before), services.plan_pairs(after))
-        current = io.read_table(spark, config, SERVICE_PAIR_COUNTS)
-        overwrite(services.apply_pair_count_changes(current, delta), config, SERVICE_PAIR_COUNTS,
-                watermark)  # fmt: skip
-    return finished(spark, config, SERVICE_PAIR_COUNTS, result, started)
-
-
-def _refresh_link_counts(
-    spark: SparkSession, config: Config, links: ServiceLinks, full: bool
-) -> Refresh:
-    started = time.monotonic()
-    result, mark = begin_refresh(spark, config, SERVICE_LINK_COUNTS, links.now, full)
-    if result.mode == "up-to-date":
-        return result
-    changed = None if mark is None else links.changed_plans.since(mark)
-    changed = unless_cheaper_to_rebuild(spark, config, SERVICE_LINK_COUNTS, result, changed)
-    watermark = Watermark(links.now)
-    if changed is None or mark is None:
-        result.mode = "full"
-        overwrite(services.to_link_counts(links.live()), config, SERVICE_LINK_COUNTS, watermark)
-    else:
-        result.keys_changed = len(changed)
-        before, after = links.before_and_after(mark, changed)
-        rows = services.apply_link_count_changes(
-            io.read_table(spark, config, SERVICE_LINK_COUNTS),
-            services.to_link_counts(before),
-            services.to_link_counts(after),
-        )
-        overwrite(rows, config, SERVICE_LINK_COUNTS, watermark)
-    return finished(spark, config, SERVICE_LINK_COUNTS, result, started)
+        overwrite(update(io.read_table(spark, config, table), before, after), config, table,
+                  watermark)  # fmt: skip
+    return finished(spark, config, table, result, started)
 
 
 def _refresh_patterns(

@@ -83,6 +83,12 @@ def apply_link_count_changes(counts: DataFrame, before: DataFrame, after: DataFr
     )
 
 
+def update_link_counts(counts: DataFrame, before: DataFrame, after: DataFrame) -> DataFrame:
+    """gold.service_link_counts + `live_links` of the changed plans before and after the change
+    -> the new counts."""
+    return apply_link_count_changes(counts, to_link_counts(before), to_link_counts(after))
+
+
 def to_service_patterns(links: DataFrame, services: DataFrame, live_plans: DataFrame) -> DataFrame:
     """`live_links` rows + silver.services + `live_plan_count` -> gold.service_patterns (through
     `to_link_counts`: what a rebuild computes)."""
@@ -175,6 +181,14 @@ def apply_pair_count_changes(pair_counts: DataFrame, changes: DataFrame) -> Data
         merged.select("service_a", "service_b", count.cast("long").alias("plans_with_pair"))
         .where(F.col("plans_with_pair") > 0)
         .select(*GOLD_SERVICE_PAIR_COUNTS.fieldNames())
+    )
+
+
+def update_pair_counts(counts: DataFrame, before: DataFrame, after: DataFrame) -> DataFrame:
+    """gold.service_pair_counts + `live_links` of the changed plans before and after the change
+    -> the new counts."""
+    return apply_pair_count_changes(
+        counts, pair_count_changes(plan_pairs(before), plan_pairs(after))
     )
 
 

@@ -473,10 +473,8 @@ def test_link_counts_changed_by_contribution_equal_the_counts_of_the_new_links(
     changed = ["p1", "p3", "p4"]
     changed_before = every_before.where(F.col("plan_id").isin(changed))
     changed_after = every_after.where(F.col("plan_id").isin(changed))
-    result = services.apply_link_count_changes(
-        services.to_link_counts(every_before),
-        services.to_link_counts(changed_before),
-        services.to_link_counts(changed_after),
+    result = services.update_link_counts(
+        services.to_link_counts(every_before), changed_before, changed_after
     )
     expected = _frame(
         spark,
